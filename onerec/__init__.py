@@ -1,0 +1,1 @@
+"""Stage 2: the OneRec/TIGER-style encoder-decoder that generates semantic IDs."""

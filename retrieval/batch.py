@@ -1,0 +1,46 @@
+"""Typed batch records shared by every model and the evaluator."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+
+class HistoryBatch(NamedTuple):
+    """Input histories for a batch of users, right-aligned (most recent item in the last column).
+
+    users: (B,) int64 user rows.
+    items: (B, L) int64 item ids, 0 = padding on the left.
+    times: (B, L) int64 timestamps, 0 where padded.
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    times: torch.Tensor
+
+    def to(self, device) -> "HistoryBatch":
+        return HistoryBatch(*(t.to(device) for t in self))
+
+
+def pad_left(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray, max_len: int) -> np.ndarray:
+    """Last `max_len` values of each CSR row in `rows`, right-aligned, zero-padded: (len(rows), max_len).
+
+    Vectorised: one fancy-index gather, no per-row Python loop.
+    """
+    starts, ends = offsets[rows], offsets[rows + 1]
+    lengths = np.minimum(ends - starts, max_len)
+    col = np.arange(max_len)[None, :]                       # (1, L)
+    first = max_len - lengths[:, None]                      # first filled column
+    src = ends[:, None] - (max_len - col)                   # (B, L) source index
+    valid = col >= first
+    out = np.zeros((len(rows), max_len), dtype=values.dtype)
+    out[valid] = values[src[valid]]
+    return out
+
+
+def history_batch(offsets: np.ndarray, items: np.ndarray, times: np.ndarray, rows: np.ndarray,
+                  max_len: int) -> HistoryBatch:
+    return HistoryBatch(torch.from_numpy(np.asarray(rows, dtype=np.int64)),
+                        torch.from_numpy(pad_left(offsets, items, rows, max_len)),
+                        torch.from_numpy(pad_left(offsets, times, rows, max_len)))

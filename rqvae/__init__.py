@@ -1,0 +1,1 @@
+"""Stage 1: item content embeddings and semantic-ID tokenizers (RQ-VAE, RQ-KMeans, balanced)."""

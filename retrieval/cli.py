@@ -87,8 +87,12 @@ def run(main: Callable[[argparse.Namespace, Path | None], None], description: st
 
 
 def _cleanup(run_dir: Path | None, created: bool) -> None:
-    """Remove a run directory this invocation created if the run failed before finishing."""
-    if created and run_dir is not None and run_dir.exists():
+    """Remove a run directory this invocation created if the run failed before finishing.
+
+    A directory that already holds checkpoints is kept: a failure mid-training (e.g. a NaN loss)
+    must leave the last good checkpoint for --resume.
+    """
+    if created and run_dir is not None and run_dir.exists() and not (run_dir / "checkpoints").is_dir():
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

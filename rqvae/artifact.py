@@ -3,8 +3,10 @@
 Files in a run directory:
   semantic_ids.safetensors  {"codes": int64 (N+1, L+1)}; row = item id, row 0 (padding) is all -1;
                             columns 0..L-1 are the quantizer codes, column L the disambiguation code.
+                            "items_by_id": int64 (N,), the item ids sorted by their full ID
+                            (the ID -> item map; optional, rebuilt from codes when absent).
   semantic_ids.json         levels, codebook_size, num_disambiguation (max d + 1), tokenizer,
-                            metrics, embedding and dataset fingerprints.
+                            metrics, embedding and dataset fingerprints, info (embedding source...).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class SemanticIds:
     embedding_fingerprint: str = ""
     tokenizer: str = ""
     metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # embedding source/model, seed: provenance only
 
     @property
     def levels(self) -> int:
@@ -42,6 +45,41 @@ class SemanticIds:
     def num_disambiguation(self) -> int:
         return int(self.codes[1:, -1].max()) + 1 if self.num_items else 1
 
+    def _id_keys(self, ids: np.ndarray) -> np.ndarray:
+        """Mixed-radix int64 key of full IDs (..., L+1); equal keys <=> equal IDs."""
+        radices = [self.codebook_size] * self.levels + [self.num_disambiguation]
+        if float(np.prod(np.array(radices, dtype=np.float64))) >= 2.0 ** 62:
+            raise RecError(f"semantic IDs with {self.levels} levels of {self.codebook_size} codes are "
+                           "too wide for an int64 lookup key; use fewer levels or codes")
+        key = np.zeros(ids.shape[:-1], dtype=np.int64)
+        for col, r in enumerate(radices):
+            key = key * int(r) + ids[..., col]
+        return key
+
+    def items_by_id(self) -> np.ndarray:
+        """(N,) item ids ordered by their full ID (lexicographic): the ID -> item map."""
+        if getattr(self, "_items_by_id", None) is None:
+            keys = self._id_keys(self.codes[1:])
+            self._items_by_id = np.argsort(keys, kind="stable").astype(np.int64) + 1
+        return self._items_by_id
+
+    def ids_of(self, items: np.ndarray) -> np.ndarray:
+        """Item ids (...,) -> their full semantic IDs (..., L+1)."""
+        return self.codes[np.asarray(items, dtype=np.int64)]
+
+    def items_of(self, ids: np.ndarray) -> np.ndarray:
+        """Full semantic IDs (..., L+1) -> item ids (...,); 0 where no item has that ID."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.num_items == 0:
+            return np.zeros(ids.shape[:-1], dtype=np.int64)
+        radices = np.array([self.codebook_size] * self.levels + [self.num_disambiguation])
+        valid = ((ids >= 0) & (ids < radices)).all(-1)
+        keys = self._id_keys(np.where(valid[..., None], ids, 0))
+        order = self.items_by_id()
+        sorted_keys = self._id_keys(self.codes[order])
+        pos = np.minimum(np.searchsorted(sorted_keys, keys), len(order) - 1)
+        return np.where(valid & (sorted_keys[pos] == keys), order[pos], 0)
+
     def check_dataset(self, fingerprint: str, where: str = "semantic-ID artifact") -> None:
         if self.dataset_fingerprint != fingerprint:
             raise RecError(f"{where} was built for another dataset or split (fingerprint "
@@ -50,12 +88,14 @@ class SemanticIds:
 
     def save(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
-        save_tensors(run_dir / CODES_FILE, {"codes": torch.from_numpy(self.codes.astype(np.int64))})
+        save_tensors(run_dir / CODES_FILE, {"codes": torch.from_numpy(self.codes.astype(np.int64)),
+                                            "items_by_id": torch.from_numpy(self.items_by_id())})
         write_json(run_dir / META_FILE, {
             "levels": self.levels, "codebook_size": self.codebook_size,
             "num_disambiguation": self.num_disambiguation, "num_items": self.num_items,
             "tokenizer": self.tokenizer, "dataset_fingerprint": self.dataset_fingerprint,
-            "embedding_fingerprint": self.embedding_fingerprint, "metrics": self.metrics})
+            "embedding_fingerprint": self.embedding_fingerprint, "metrics": self.metrics,
+            "info": self.info})
 
     @classmethod
     def load(cls, run_dir: Path) -> "SemanticIds":
@@ -64,11 +104,17 @@ class SemanticIds:
             raise RecError(f"{run_dir / CODES_FILE} not found; point to the --run_dir of a finished "
                            "scripts/train_rqvae.py run")
         meta = read_json(run_dir / META_FILE)
-        codes = load_tensors(run_dir / CODES_FILE).get("codes")
+        tensors = load_tensors(run_dir / CODES_FILE)
+        codes = tensors.get("codes")
         if codes is None or codes.ndim != 2 or codes.shape[1] != meta.get("levels", -1) + 1:
             raise RecError(f"{run_dir / CODES_FILE}: codes do not match {META_FILE}; the artifact "
                            "is damaged, re-run scripts/train_rqvae.py")
-        return cls(codes=codes.numpy().astype(np.int64), codebook_size=int(meta["codebook_size"]),
+        sids = cls(codes=codes.numpy().astype(np.int64), codebook_size=int(meta["codebook_size"]),
                    dataset_fingerprint=meta["dataset_fingerprint"],
                    embedding_fingerprint=meta.get("embedding_fingerprint", ""),
-                   tokenizer=meta.get("tokenizer", ""), metrics=meta.get("metrics", {}))
+                   tokenizer=meta.get("tokenizer", ""), metrics=meta.get("metrics", {}),
+                   info=meta.get("info", {}))
+        order = tensors.get("items_by_id")
+        if order is not None and order.shape == (sids.num_items,):
+            sids._items_by_id = order.numpy().astype(np.int64)
+        return sids

@@ -1,8 +1,14 @@
 """The evaluator: full ranking (primary) and sampled-100 (secondary), for scorers and generators.
 
 Both paths see the same split, the same histories and the same `exclude_history` rule: items in the
-input history are removed from the candidates, except the target itself (a re-consumed target stays
-rankable). Ties are pessimistic. Users are processed in batches; every step is a tensor op.
+input history (the whole history, not only the `max_history` items a model is shown) are removed
+from the candidates, except the target itself (a re-consumed target stays rankable). Item 0
+(padding) is never a candidate.
+
+Ties are pessimistic: a scorer's rank is the number of other candidates whose score is *not below*
+the target's, so equal scores count against the target, and so does NaN (a NaN is incomparable; a
+NaN target therefore ranks last among the candidates). Users are processed in batches; every step
+is an array op.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from tqdm.auto import tqdm
 
 from retrieval.batch import history_batch
 from retrieval.data.types import SplitData
+from retrieval.errors import RecError
 from retrieval.evaluation.metrics import DEFAULT_KS, MISS, metrics_from_ranks
 from retrieval.interfaces import Generator, Scorer
 
@@ -54,26 +61,74 @@ def _csr_rows(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def sample_negatives(split: SplitData, users: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """(len(users), n) items drawn uniformly (with replacement) from items the user never touched.
+    """(len(users), n) items drawn uniformly from items the user never touched.
 
-    "Touched" = training sequence, validation and test items. Rejection sampling, vectorised.
+    "Touched" = training sequence, validation and test items, so the same negatives serve both
+    stages. Drawn with replacement, as in the SASRec reference evaluation. Rejection sampling,
+    vectorised; the result depends only on (split, users, n, seed).
     """
-    N = split.num_items
+    N, U = split.num_items, split.num_users
     rng = np.random.default_rng(seed)
-    pos, flat = _csr_rows(split.train_offsets, np.arange(split.num_users))
-    keys = np.concatenate([pos * (N + 1) + split.train_items[flat],
-                           np.arange(split.num_users) * (N + 1) + split.valid_item,
-                           np.arange(split.num_users) * (N + 1) + split.test_item])
-    keys = np.unique(keys)
+    pos, flat = _csr_rows(split.train_offsets, np.arange(U))
+    keys = np.unique(np.concatenate([pos * (N + 1) + split.train_items[flat],
+                                     np.arange(U) * (N + 1) + split.valid_item,
+                                     np.arange(U) * (N + 1) + split.test_item]))
+    touched = np.bincount(keys // (N + 1), minlength=U)
+    full = np.flatnonzero(touched[users] >= N)
+    if len(full):
+        raise RecError(f"sampled-100: user row {int(users[full[0]])} has interacted with all {N} "
+                       "items, so no negative can be drawn; set Evaluator.sampled = False")
     out = rng.integers(1, N + 1, size=(len(users), n))
-    for _ in range(1000):
+    while True:
         k = users[:, None] * (N + 1) + out
         idx = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
         bad = keys[idx] == k
         if not bad.any():
             return out
         out[bad] = rng.integers(1, N + 1, size=int(bad.sum()))
-    raise RuntimeError("could not sample negatives: some user has interacted with every item")
+
+
+def _history_pairs(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray, target: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(batch position, item) of every input-history event of `rows`, minus the target's own.
+
+    May repeat a pair (an item consumed twice); consumers only set or test membership.
+    """
+    hpos, hflat = _csr_rows(offsets, rows)
+    hi = items[hflat]
+    keep = hi != target[hpos]
+    return hpos[keep], hi[keep]
+
+
+class _BelowMask:
+    """The boolean matrix `scores < threshold[:, None]` and its row sums, fast on CPU.
+
+    On CPU both run in numpy into one reused buffer (torch's CPU comparison + bool reduction is
+    several times slower, and this is the evaluator's hot loop); elsewhere they run in torch.
+    The returned mask is the caller's to overwrite until the next call.
+    """
+
+    numpy_on_cpu = True     # tests switch it off to run the torch branch on CPU
+
+    def __init__(self):
+        self._buf = None
+
+    def __call__(self, scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        if scores.device.type != "cpu" or not self.numpy_on_cpu:
+            return scores < threshold[:, None]
+        if scores.dtype == torch.bfloat16:                     # numpy has no bfloat16; exact upcast
+            scores, threshold = scores.float(), threshold.float()
+        s, t = scores.numpy(), threshold.numpy()
+        if self._buf is None or self._buf.shape[1] != s.shape[1] or self._buf.shape[0] < len(s):
+            self._buf = np.empty(s.shape, dtype=bool)
+        buf = self._buf[:len(s)]
+        np.less(s, t[:, None], out=buf)
+        return torch.from_numpy(buf)
+
+    def row_sums(self, mask: torch.Tensor) -> torch.Tensor:
+        if mask.device.type != "cpu" or not self.numpy_on_cpu:
+            return mask.sum(1)
+        return torch.from_numpy(mask.numpy().sum(1))
 
 
 @gin.configurable
@@ -85,16 +140,18 @@ class Evaluator:
     generator is asked for (its beam width); must be >= max(ks).
     """
 
-    def __init__(self, ks=DEFAULT_KS, exclude_history: bool = True, batch_size: int = 512,
+    def __init__(self, ks=DEFAULT_KS, exclude_history: bool = True, batch_size: int = 256,
                  max_history: int = 200, sampled: bool = True, num_sampled: int = 100,
                  sample_seed: int = 12345, num_generated: int = 50, device: str | None = None,
                  progress: bool = True):
-        from retrieval.errors import RecError
-
         self.ks = tuple(int(k) for k in ks)
+        if not self.ks or min(self.ks) < 1:
+            raise RecError(f"Evaluator.ks={ks!r}: give one or more positive cut-offs, e.g. (5, 10, 20, 50)")
         if num_generated < max(self.ks):
             raise RecError(f"Evaluator.num_generated={num_generated} is smaller than the largest "
                            f"cut-off K={max(self.ks)}; set num_generated >= {max(self.ks)}")
+        if batch_size < 1:
+            raise RecError(f"Evaluator.batch_size={batch_size}: must be >= 1")
         self.exclude_history = exclude_history
         self.batch_size = batch_size
         self.max_history = max_history
@@ -104,6 +161,15 @@ class Evaluator:
         self.num_generated = num_generated
         self.device = device
         self.progress = progress
+
+    def protocol(self) -> dict:
+        """What a report must print beside the numbers (SPEC §3)."""
+        return {"exclude_history": self.exclude_history, "ks": list(self.ks),
+                "ties": "pessimistic", "max_history": self.max_history,
+                "sampled": ({"name": SAMPLED, "num_negatives": self.num_sampled,
+                             "seed": self.sample_seed, "scorers_only": True}
+                            if self.sampled else None),
+                "num_generated": self.num_generated}
 
     def _device(self, model) -> torch.device:
         if self.device:
@@ -130,49 +196,92 @@ class Evaluator:
         negs = sample_negatives(split, users, self.num_sampled, self.sample_seed) if do_sampled else None
         full_ranks = np.empty(len(users), dtype=np.int64)
         samp_ranks = np.empty(len(users), dtype=np.int64) if do_sampled else None
+        below_mask = _BelowMask()
         it = range(0, len(users), self.batch_size)
-        for s in tqdm(it, desc=f"eval {stage}", disable=not self.progress, leave=False):
-            rows = users[s:s + self.batch_size]
-            batch = history_batch(offsets, items, times, rows, self.max_history).to(device)
-            target = torch.from_numpy(targets_all[rows]).to(device)
-            hpos, hflat = _csr_rows(offsets, rows)
-            hist_b = torch.from_numpy(hpos).to(device)
-            hist_i = torch.from_numpy(items[hflat]).to(device)
-            if is_scorer:
-                scores = model.score_all(batch).float()                   # (B, N+1)
-                ar = torch.arange(len(rows), device=device)
-                t_score = scores[ar, target].clone()
-                if do_sampled:
-                    cand = scores.gather(1, torch.from_numpy(negs[s:s + len(rows)]).to(device))
-                    r = (cand >= t_score[:, None]).sum(1)
-                    samp_ranks[s:s + len(rows)] = torch.where(
-                        torch.isnan(t_score), self.num_sampled, r).cpu().numpy()
-                scores[:, 0] = -torch.inf
-                if self.exclude_history:
-                    scores[hist_b, hist_i] = -torch.inf
-                scores[ar, target] = t_score
-                r = (scores >= t_score[:, None]).sum(1) - 1               # pessimistic ties
-                r = torch.where(torch.isnan(t_score), split.num_items - 1, r)
-                full_ranks[s:s + len(rows)] = r.cpu().numpy()
-            else:
-                ranked = model.generate(batch, self.num_generated).to(device)   # (B, G)
-                valid = ranked > 0
-                if self.exclude_history:
-                    in_hist = torch.zeros(len(rows), split.num_items + 1, dtype=torch.bool,
-                                          device=device)
-                    in_hist[hist_b, hist_i] = True
-                    in_hist[torch.arange(len(rows), device=device), target] = False
-                    valid &= ~in_hist.gather(1, ranked.clamp(min=0))
-                hit = (ranked == target[:, None]) & valid
-                before = torch.cumsum(valid.long(), 1) - 1                 # rank among valid items
-                r = torch.where(hit.any(1), before.gather(1, hit.long().argmax(1, keepdim=True))[:, 0],
-                                torch.full_like(target, MISS))
-                full_ranks[s:s + len(rows)] = r.cpu().numpy()
-        if was_training:
-            model.train()
-        metrics = {FULL: metrics_from_ranks(full_ranks, self.ks)}
+        try:
+            for s in tqdm(it, desc=f"eval {stage}", disable=not self.progress, leave=False):
+                rows = users[s:s + self.batch_size]
+                batch = history_batch(offsets, items, times, rows, self.max_history).to(device)
+                target_np = targets_all[rows]
+                hb, hi = (_history_pairs(offsets, items, rows, target_np)
+                          if self.exclude_history else (np.empty(0, np.int64), np.empty(0, np.int64)))
+                target = torch.from_numpy(target_np).to(device)
+                if is_scorer:
+                    r, sr = self._rank_scores(model, batch, target, hb, hi, split.num_items,
+                                              negs[s:s + len(rows)] if do_sampled else None,
+                                              below_mask)
+                    full_ranks[s:s + len(rows)] = r
+                    if do_sampled:
+                        samp_ranks[s:s + len(rows)] = sr
+                else:
+                    full_ranks[s:s + len(rows)] = self._rank_generated(model, batch, target, hb, hi,
+                                                                       split.num_items)
+        finally:
+            if was_training:
+                model.train()
+        metrics = {FULL: metrics_from_ranks(full_ranks, self.ks, full_mrr=is_scorer)}
         ranks = {FULL: full_ranks}
         if do_sampled:
             metrics[SAMPLED] = metrics_from_ranks(samp_ranks, self.ks)
             ranks[SAMPLED] = samp_ranks
         return EvalResult(stage, metrics, ranks, users, self.exclude_history)
+
+    def _rank_scores(self, model, batch, target, hist_b, hist_i, num_items, negs, below_mask):
+        """Pessimistic 0-based ranks of the targets: full ranking, and sampled when `negs` is given.
+
+        The model's score matrix is only read, never copied or written (it may be a view).
+        """
+        B = len(target)
+        scores = model.score_all(batch).detach()                          # (B, N+1)
+        if tuple(scores.shape) != (B, num_items + 1):
+            raise RecError(f"{type(model).__name__}.score_all returned shape {tuple(scores.shape)}; "
+                           f"expected (batch, num_items + 1) = ({B}, {num_items + 1})")
+        if not scores.is_floating_point():
+            scores = scores.double()                                      # exact for counts
+        device = scores.device
+        target = target.to(device)
+        ar = torch.arange(B, device=device)
+        t_score = scores[ar, target]                                      # (B,)
+        samp = None
+        if negs is not None:
+            cand = scores.gather(1, torch.from_numpy(negs).to(device))    # (B, n)
+            samp = (~(cand < t_score[:, None])).sum(1).cpu().numpy()
+        # rank = #candidates not below the target. Mark the non-candidates (padding, excluded
+        # history, the target itself last) as "below" so they drop out of the count.
+        below = below_mask(scores, t_score)                               # (B, N+1) bool
+        below[:, 0] = True
+        if len(hist_b):
+            below[torch.from_numpy(hist_b).to(device), torch.from_numpy(hist_i).to(device)] = True
+        below[ar, target] = True
+        rank = (num_items + 1) - below_mask.row_sums(below)
+        return rank.cpu().numpy(), samp
+
+    def _rank_generated(self, model, batch, target, hist_b, hist_i, num_items):
+        """0-based position of the target among the valid generated items (MISS when absent).
+
+        Valid = a real item id (1..N), first occurrence in its row, and (with exclude_history) not
+        in the input history unless it is the target; invalid items are dropped and the list is
+        compacted, so they never push the target down.
+        """
+        device = target.device
+        ranked = model.generate(batch, self.num_generated).to(device).long()     # (B, G)
+        B = len(target)
+        if ranked.dim() != 2 or ranked.shape[0] != B:
+            raise RecError(f"{type(model).__name__}.generate returned shape {tuple(ranked.shape)}; "
+                           f"expected (batch, num_items) = ({B}, {self.num_generated})")
+        valid = (ranked > 0) & (ranked <= num_items)
+        G = ranked.shape[1]
+        earlier = torch.ones(G, G, dtype=torch.bool, device=device).tril(-1)     # [j, j'] j' < j
+        dup = ((ranked[:, :, None] == ranked[:, None, :]) & earlier).any(2)      # (B, G)
+        valid &= ~dup
+        if len(hist_b):
+            # membership of each generated item in the (target-free) history pairs
+            hkeys = torch.from_numpy(np.sort(hist_b * (num_items + 1) + hist_i)).to(device)
+            gkeys = torch.arange(B, device=device)[:, None] * (num_items + 1) + ranked
+            idx = torch.searchsorted(hkeys, gkeys).clamp(max=len(hkeys) - 1)
+            valid &= hkeys[idx] != gkeys
+        hit = (ranked == target[:, None]) & valid
+        before = torch.cumsum(valid.long(), 1) - 1                                # rank among valid
+        r = torch.where(hit.any(1), before.gather(1, hit.long().argmax(1, keepdim=True))[:, 0],
+                        torch.full_like(target, MISS))
+        return r.cpu().numpy()

@@ -1,0 +1,110 @@
+"""Stage 2 end to end: split + semantic-ID artifact -> trained generator -> results.json.
+
+`scripts/train_onerec.py` is a thin shell around `train_onerec`; every parameter comes from gin.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import gin
+
+from onerec.model import OneRecModel
+from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer
+from retrieval.data.registry import load_split
+from retrieval.errors import RecError
+from retrieval.evaluation import Evaluator
+from retrieval.io import fingerprint, write_json
+from retrieval.training import config_hash, load_checkpoint, set_seed
+from rqvae.artifact import META_FILE, SemanticIds
+
+
+def load_semantic_ids(semantic_ids_dir: str, split) -> SemanticIds:
+    """The stage-1 artifact, refused unless it was built for exactly this split."""
+    where = Path(semantic_ids_dir)
+    sids = SemanticIds.load(where)
+    sids.check_dataset(split.fingerprint, where=str(where / META_FILE))
+    if sids.num_items != split.num_items:
+        raise RecError(f"{where / META_FILE}: artifact has {sids.num_items} items but dataset "
+                       f"{split.name!r} has {split.num_items}; re-run scripts/train_rqvae.py on it")
+    return sids
+
+
+def collision_stats(sids: SemanticIds) -> dict:
+    d = sids.codes[1:, -1]
+    return {"items_with_d_gt_0": float((d > 0).mean()) if len(d) else 0.0,
+            "largest_group": int(d.max()) + 1 if len(d) else 0}
+
+
+@gin.configurable
+def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gin.REQUIRED) -> dict:
+    """Train on the gin-selected dataset, select on validation, evaluate valid+test, write results."""
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    has_ckpt = (run_dir / f"{LAST}.json").is_file()     # a crashed run keeps checkpoints/
+    if resume and not has_ckpt:
+        raise RecError(f"--resume given but {run_dir / (LAST + '.json')} does not exist; "
+                       "drop --resume to start a new run")
+    if not resume and has_ckpt:
+        raise RecError(f"{run_dir} already holds a training run; pass --resume to continue it or "
+                       "choose a fresh --run_dir")
+    split = load_split()
+    sids = load_semantic_ids(semantic_ids_dir, split)
+    evaluator = Evaluator()
+    trainer = OneRecTrainer()
+    set_seed(trainer.seed)                                 # model initialisation
+    model = OneRecModel(sids)
+    if model.beam_width < max(evaluator.ks):
+        raise RecError(f"OneRecModel.beam_width={model.beam_width} is smaller than the largest cut-off "
+                       f"K={max(evaluator.ks)}; set OneRecModel.beam_width >= {max(evaluator.ks)}")
+    if evaluator.num_generated > model.beam_width:
+        raise RecError(f"Evaluator.num_generated={evaluator.num_generated} exceeds "
+                       f"OneRecModel.beam_width={model.beam_width}; make them equal")
+    chash = config_hash(json.dumps({
+        "model": model.describe(), "trainer": trainer.describe(), "dataset": split.fingerprint,
+        "semantic_ids": fingerprint(sids.codes)}, sort_keys=True, default=str))
+    summary = trainer.fit(model, split, run_dir, chash, evaluator, resume=resume)
+
+    load_checkpoint(run_dir / BEST, model, config_hash=chash, restore_rng=False)
+    final = evaluator                                      # all users this time
+    timing = {"train_s": summary.train_seconds}
+    results = {}
+    for stage in ("valid", "test"):
+        t = time.perf_counter()
+        results[stage] = final.evaluate(model, split, stage).to_json()
+        timing[f"eval_{stage}_s"] = time.perf_counter() - t
+    timing["total_s"] = time.perf_counter() - t0
+    from retrieval.cli import env_info
+    out = {
+        "model": "onerec", "dataset": split.name, "dataset_fingerprint": split.fingerprint,
+        "counts": split.stats(),
+        "semantic_ids": {"dir": str(semantic_ids_dir), "tokenizer": sids.tokenizer,
+                         "levels": sids.levels, "codebook_size": sids.codebook_size,
+                         "num_disambiguation": sids.num_disambiguation,
+                         "fingerprint": fingerprint(sids.codes), **collision_stats(sids)},
+        "protocol": {"ranking": "full", "split": "leave-one-out", "ks": list(final.ks),
+                     "exclude_history": final.exclude_history,
+                     "exclude_history_in_beam": model.exclude_history,
+                     "beam_width": model.beam_width, "num_generated": final.num_generated,
+                     "hit": "full semantic ID incl. disambiguation code (item id)",
+                     "selection": f"valid {SELECT_METRIC} on {len(trainer.eval_subsample(split.num_users))} "
+                                  f"users (seed {trainer.eval_seed})"},
+        "valid": results["valid"], "test": results["test"],
+        "model_params": {**model.describe(), "beam_width": model.beam_width},
+        "training": {"steps": summary.steps, "epochs": summary.epochs_done,
+                     "best_step": summary.best_step, "best_valid_subsample": summary.best_valid,
+                     "stopped_by": summary.stopped_by, **trainer.describe(),
+                     "max_minutes": trainer.max_minutes},
+        "config_hash": chash, "seed": trainer.seed, "timing": timing, "env": env_info(),
+    }
+    write_json(run_dir / "results.json", out)
+    return out
+
+
+def summary_line(out: dict) -> str:
+    v, t = out["valid"]["full"], out["test"]["full"]
+    return (f"onerec {out['dataset']}: valid ndcg@10={v['ndcg@10']:.4f} recall@10={v['hr@10']:.4f} | "
+            f"test ndcg@10={t['ndcg@10']:.4f} recall@10={t['hr@10']:.4f} "
+            f"(best step {out['training']['best_step']}, {out['timing']['total_s']:.0f}s)")
+

@@ -1,0 +1,69 @@
+"""What every evaluation run writes and prints: results.json sections and a readable table.
+
+results.json (one per run directory):
+    {"valid": {...}, "test": {...},          # the first (or only) model, as every script reports
+     "model": name of that model,
+     "models": {name: {"valid": {...}, "test": {...}}, ...},
+     "protocol": Evaluator.protocol(),
+     "dataset": {"name", "fingerprint", "counts": SplitData.stats()},
+     "config_hash", "env"}
+A stage section is EvalResult.to_json(): {"stage", "exclude_history", "num_users",
+"full": {"hr@10": ...}, "sampled-100": {...}}.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+
+from retrieval.data.types import SplitData
+from retrieval.evaluation.evaluator import FULL, SAMPLED, EvalResult
+from retrieval.io import fingerprint, save_tensors, write_json
+
+TABLE_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50", "mrr")
+
+
+def dataset_json(split: SplitData) -> dict:
+    return {"name": split.name, "fingerprint": split.fingerprint, "counts": split.stats()}
+
+
+def results_json(models: dict[str, dict[str, EvalResult]], protocol: dict, split: SplitData,
+                 extra: dict | None = None) -> dict:
+    """The results.json record of `models` = {name: {"valid": EvalResult, "test": EvalResult}}."""
+    per_model = {m: {st: r.to_json() for st, r in stages.items()} for m, stages in models.items()}
+    first = next(iter(per_model))
+    return {**per_model[first], "model": first, "models": per_model, "protocol": protocol,
+            "dataset": dataset_json(split), "config_hash": fingerprint(gin.config_str()),
+            **(extra or {})}
+
+
+def save_ranks(path: Path, models: dict[str, dict[str, EvalResult]]) -> None:
+    """Per-user ranks for later paired tests: keys "<model>/<stage>/<protocol>" and "<model>/<stage>/users"."""
+    tensors = {}
+    for m, stages in models.items():
+        for st, r in stages.items():
+            tensors[f"{m}/{st}/users"] = r.users
+            for proto, ranks in r.ranks.items():
+                tensors[f"{m}/{st}/{proto}"] = ranks
+    save_tensors(path, tensors)
+
+
+def format_table(models: dict[str, dict[str, EvalResult]], metrics=TABLE_METRICS) -> str:
+    """One row per (model, stage, protocol); full ranking and sampled-100 are separate rows."""
+    header = ["model", "stage", "protocol", *metrics]
+    rows = []
+    for m, stages in models.items():
+        for st, r in stages.items():
+            for proto in (FULL, SAMPLED):
+                if proto in r.metrics:
+                    vals = r.metrics[proto]
+                    rows.append([m, st, proto, *(f"{vals[k]:.4f}" if k in vals else "-" for k in metrics)])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)   # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths)))
+    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+def write_results(run_dir: Path, record: dict) -> Path:
+    return write_json(Path(run_dir) / "results.json", record)

@@ -1,0 +1,96 @@
+"""Manifold-Constrained Hyper-Connections (mHC, DeepSeek-AI 2025) as a residual wrapper (SPEC §5).
+
+The residual stream is widened to n copies: x has shape (B, L, n, d). Around every sublayer F
+(attention or feed-forward) the streams are mixed as
+
+    x_{l+1} = H_res · x_l + H_postᵀ · F(H_pre · x_l)
+
+with H_pre = sigmoid(·) (1×n, reads the sublayer input), H_post = 2·sigmoid(·) (1×n, writes the
+sublayer output back) and H_res = Sinkhorn-Knopp(exp(·)) (n×n, doubly stochastic: the residual
+mixing neither amplifies nor damps the signal, which is what keeps deep stacks stable). Each
+H = static parameter + α · (input-dependent projection of the RMS-normalised, flattened streams),
+with α a learned gate initialised small so training starts near the static mapping.
+
+The static parts are initialised so that, with identical streams after `expand`, one mHC step equals
+the plain residual x + F(x) after `collapse` (mean over streams): H_pre = 1/n each, H_post = 1 each,
+and H_res rows/columns summing to 1.
+
+`PlainResidual` is the ordinary x + F(x) with the same calling convention, so a block is written
+once and `use_mhc=False` is exactly the plain residual network.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+Sublayer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def sinkhorn_knopp(logits: torch.Tensor, iters: int = 20, eps: float = 1e-12) -> torch.Tensor:
+    """Project exp(logits) (..., n, n) onto the doubly stochastic matrices by alternate row/column
+    normalisation. Subtracting the max first is exact (Sinkhorn is invariant to a global scale) and
+    keeps exp finite. Computed in float32 even under autocast: 20 divisions in bf16 drift."""
+    logits = logits.float()
+    m = torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
+    for _ in range(iters):
+        m = m / (m.sum(dim=-1, keepdim=True) + eps)   # rows sum to 1
+        m = m / (m.sum(dim=-2, keepdim=True) + eps)   # columns sum to 1
+    return m
+
+
+class PlainResidual(nn.Module):
+    """x + F(x): the standard residual, same interface as `HyperConnection`."""
+
+    def forward(self, x: torch.Tensor, sublayer: Sublayer) -> torch.Tensor:
+        return x + sublayer(x)
+
+
+class HyperConnection(nn.Module):
+    """One mHC residual around one sublayer; x: (B, L, n, d) -> (B, L, n, d)."""
+
+    def __init__(self, dim: int, streams: int = 4, sinkhorn_iters: int = 20,
+                 res_init_diag: float = 2.0, gate_init: float = 0.01):
+        super().__init__()
+        n = streams
+        self.n, self.dim, self.sinkhorn_iters = n, dim, sinkhorn_iters
+        # Static parts (see module docstring for why these values).
+        self.pre_bias = nn.Parameter(torch.full((n,), -math.log(n - 1.0) if n > 1 else 10.0))
+        self.post_bias = nn.Parameter(torch.zeros(n))
+        self.res_bias = nn.Parameter(res_init_diag * torch.eye(n))   # leans to identity: streams stay distinct
+        # Input-dependent parts: one projection of the normalised streams to all 2n + n² logits.
+        self.norm = nn.RMSNorm(n * dim, elementwise_affine=False)
+        self.proj = nn.Linear(n * dim, 2 * n + n * n, bias=False)
+        nn.init.normal_(self.proj.weight, std=0.02)
+        self.pre_gate = nn.Parameter(torch.tensor(gate_init))
+        self.post_gate = nn.Parameter(torch.tensor(gate_init))
+        self.res_gate = nn.Parameter(torch.tensor(gate_init))
+
+    def mappings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """H_pre (B, L, n), H_post (B, L, n), H_res (B, L, n, n) for streams x (B, L, n, d)."""
+        n = self.n
+        dyn = self.proj(self.norm(x.flatten(-2)))                         # (B, L, 2n + n²)
+        h_pre = torch.sigmoid(self.pre_gate * dyn[..., :n] + self.pre_bias)
+        h_post = 2.0 * torch.sigmoid(self.post_gate * dyn[..., n:2 * n] + self.post_bias)
+        res_logits = self.res_gate * dyn[..., 2 * n:].unflatten(-1, (n, n)) + self.res_bias
+        h_res = sinkhorn_knopp(res_logits, self.sinkhorn_iters).to(x.dtype)
+        return h_pre, h_post, h_res
+
+    def forward(self, x: torch.Tensor, sublayer: Sublayer) -> torch.Tensor:
+        h_pre, h_post, h_res = self.mappings(x)
+        inp = torch.einsum("bln,blnd->bld", h_pre.to(x.dtype), x)        # (B, L, d)
+        out = sublayer(inp)                                               # (B, L, d)
+        mixed = torch.einsum("blij,bljd->blid", h_res, x)                 # (B, L, n, d)
+        return mixed + h_post.to(out.dtype)[..., None] * out[..., None, :]
+
+
+def expand_streams(x: torch.Tensor, streams: int) -> torch.Tensor:
+    """(B, L, d) -> (B, L, n, d): every stream starts as a copy of the embedding."""
+    return x.unsqueeze(-2).expand(*x.shape[:-1], streams, x.shape[-1]).contiguous()
+
+
+def collapse_streams(x: torch.Tensor) -> torch.Tensor:
+    """(B, L, n, d) -> (B, L, d): the mean keeps the scale of a single residual stream."""
+    return x.mean(dim=-2)

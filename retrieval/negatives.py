@@ -1,0 +1,119 @@
+"""Negative samplers for scorer training (SPEC §5) and the small interface they share.
+
+A sampler draws, for each training position (a user row and its positive item), n negative items.
+It works on the flattened non-padding positions of a batch:
+
+    sample(users (P,) int64, positives (P,) int64, n) -> (P, n) int64 item ids in 1..N
+
+`hidden` (P, d), the model's sequence state at those positions, is passed along for samplers that
+need it (hard negatives); the uniform sampler ignores it. `log_q()` gives log-probabilities (N+1,)
+for the logQ correction of sampled softmax, or None. `state()` / `load_state()` carry the sampler's
+RNG through checkpoints so a resumed run draws the same negatives.
+
+Samplers register by name in NEGATIVE_SAMPLERS; `build_negative_sampler(split, name=...)` is the
+gin-configurable entry point (other sampler files register themselves there).
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import gin
+import numpy as np
+import torch
+
+from retrieval.data.types import SplitData
+from retrieval.errors import RecError
+
+
+class NegativeSampler(Protocol):
+    def sample(self, users: np.ndarray, positives: np.ndarray, n: int,
+               hidden: torch.Tensor | None = None) -> np.ndarray: ...
+
+    def log_q(self) -> torch.Tensor | None: ...
+
+    def state(self) -> dict: ...
+
+    def load_state(self, state: dict) -> None: ...
+
+
+NEGATIVE_SAMPLERS: dict[str, Callable[..., NegativeSampler]] = {}
+
+
+def register_sampler(name: str):
+    def deco(cls):
+        NEGATIVE_SAMPLERS[name] = cls
+        return cls
+    return deco
+
+
+def history_keys(split: SplitData) -> np.ndarray:
+    """Sorted unique keys user·(N+1) + item of every training interaction."""
+    U, N = split.num_users, split.num_items
+    users = np.repeat(np.arange(U, dtype=np.int64), split.train_lengths)
+    return np.unique(users * (N + 1) + split.train_items)
+
+
+def in_history(keys: np.ndarray, users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
+    """Boolean mask, same shape as `items`: is items[...] in the history of users[...] ?
+
+    `users` broadcasts against `items` (e.g. (P, 1) against (P, n)); binary search in the sorted keys.
+    """
+    if len(keys) == 0:
+        return np.zeros(np.shape(items), dtype=bool)
+    k = users * (num_items + 1) + items
+    idx = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+    return keys[idx] == k
+
+
+@register_sampler("uniform")
+class UniformNegativeSampler:
+    """Uniform over the items a user has not interacted with in training (with replacement).
+
+    Rejection sampling: draw uniformly from 1..N, redraw the draws that hit the history. Each round
+    keeps a fraction ≥ 1 − (history size / N) of the remaining draws, so a few rounds suffice.
+    """
+
+    def __init__(self, split: SplitData, seed: int = 0, max_rounds: int = 100):
+        self.num_items = split.num_items
+        self.keys = history_keys(split)
+        self.rng = np.random.default_rng(seed)
+        self.max_rounds = max_rounds
+        full = np.nonzero(split.train_lengths >= split.num_items)[0]
+        if len(full):
+            raise RecError(f"dataset {split.name!r}: user row {int(full[0])} has interacted with every "
+                           "item, so no negative exists; filter such users out")
+
+    def sample(self, users: np.ndarray, positives: np.ndarray, n: int,
+               hidden: torch.Tensor | None = None) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)[:, None]                # (P, 1)
+        out = self.rng.integers(1, self.num_items + 1, size=(len(users), n))   # (P, n)
+        bad = in_history(self.keys, users, out, self.num_items)
+        for _ in range(self.max_rounds):
+            if not bad.any():
+                return out
+            rows = np.nonzero(bad)[0]
+            redraw = self.rng.integers(1, self.num_items + 1, size=len(rows))
+            out[bad] = redraw
+            bad[bad] = in_history(self.keys, users[rows, 0], redraw, self.num_items)
+        raise RecError(f"uniform negative sampling did not finish in {self.max_rounds} rounds; some "
+                       "user's history covers almost every item")
+
+    def log_q(self) -> torch.Tensor | None:
+        return None                     # uniform: a constant shift, no correction needed
+
+    def state(self) -> dict:
+        return {"bit_generator": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["bit_generator"]
+
+
+@gin.configurable
+def build_negative_sampler(split: SplitData, name: str = "uniform", seed: int | None = None,
+                           fallback_seed: int = 0) -> NegativeSampler:
+    """The sampler called `name`; its seed is `seed` if bound, else the trainer's (`fallback_seed`)."""
+    seed = fallback_seed if seed is None else seed
+    if name not in NEGATIVE_SAMPLERS:
+        raise RecError(f"unknown negative sampler {name!r} (build_negative_sampler.name); choose one "
+                       f"of: {', '.join(sorted(NEGATIVE_SAMPLERS))}")
+    return NEGATIVE_SAMPLERS[name](split=split, seed=seed)

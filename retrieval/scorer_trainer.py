@@ -1,0 +1,299 @@
+"""The training loop every scorer variant shares (SASRec / TiSASRec, ± mHC, any loss).
+
+Examples are SASRec's: for each user with ≥ 2 training items, input = train[:-1] and targets =
+train[1:] (the last `maxlen` of each, right-aligned, left-padded); every non-padding position is a
+prediction. Batches are built by one vectorised gather per batch and trimmed to the longest row, so
+there is no DataLoader and no worker queue. Negatives come from a NegativeSampler, for the flattened
+non-padding positions only.
+
+Per epoch: train → (every `eval_every` epochs) validation full-ranking NDCG@10 on all users or a
+fixed subsample → early stopping → `checkpoints/last` (model, optimizer, RNGs, position) and, on a
+new best, `checkpoints/best`. Test is computed once, for the best checkpoint, at the end.
+A NaN/inf loss stops the run with a RecError before anything of that epoch is saved.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gin
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from retrieval.data.types import SplitData
+from retrieval.errors import RecError
+from retrieval.evaluation import Evaluator
+from retrieval.io import atomic_write, read_json, write_text
+from retrieval.losses import ScorerLoss
+from retrieval.negatives import NegativeSampler
+from retrieval.training import EarlyStopping, MetricsLog, load_checkpoint, save_checkpoint
+
+SELECT = ("full", "ndcg@10")          # model selection metric: validation, full ranking
+
+
+def right_aligned_windows(values: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                          width: int) -> np.ndarray:
+    """values[starts[b]:ends[b]] (last `width` of each), right-aligned and zero-padded: (B, width)."""
+    lengths = np.minimum(ends - starts, width)
+    col = np.arange(width)[None, :]
+    src = ends[:, None] - (width - col)                                   # (B, width)
+    valid = col >= (width - lengths)[:, None]
+    out = np.zeros((len(starts), width), dtype=values.dtype)
+    out[valid] = values[src[valid]]
+    return out
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """users (B,); items, times, targets (B, L) right-aligned, 0 = padding; L ≤ maxlen."""
+
+    users: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+    targets: np.ndarray
+
+
+class TrainingSequences:
+    """The training examples of a split (users with ≥ 2 training items)."""
+
+    def __init__(self, split: SplitData, maxlen: int):
+        lengths = split.train_lengths
+        self.users = np.nonzero(lengths >= 2)[0].astype(np.int64)
+        if len(self.users) == 0:
+            raise RecError(f"dataset {split.name!r}: no user has >= 2 training items; nothing to train on")
+        self.starts = split.train_offsets[self.users]
+        self.ends = split.train_offsets[self.users + 1]
+        self.items, self.times, self.maxlen = split.train_items, split.train_times, maxlen
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def batch(self, idx: np.ndarray) -> TrainBatch:
+        s, e = self.starts[idx], self.ends[idx]
+        width = int(min(self.maxlen, (e - s).max() - 1))                  # longest input in the batch
+        return TrainBatch(self.users[idx],
+                          right_aligned_windows(self.items, s, e - 1, width),
+                          right_aligned_windows(self.times, s, e - 1, width),
+                          right_aligned_windows(self.items, s + 1, e, width))
+
+
+@gin.configurable
+class ScorerTrainer:
+    """num_epochs: most epochs. eval_every: validate every E epochs. patience: validations without
+    improvement before stopping. eval_users: validate on a fixed random subsample of this many users
+    (None = all; the final valid/test numbers always use all users). grad_clip: max global grad norm
+    (None = off). amp: bf16 autocast on CUDA (CPU runs in float32).
+    """
+
+    def __init__(self, num_epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
+                 weight_decay: float = 0.0, betas: tuple = (0.9, 0.98), grad_clip: float | None = 5.0,
+                 eval_every: int = 1, patience: int = 10, eval_users: int | None = None,
+                 seed: int = 42, device: str | None = None, amp: bool = True, progress: bool = True):
+        if num_epochs < 1 or batch_size < 1 or eval_every < 1 or patience < 1:
+            raise RecError("ScorerTrainer.num_epochs, batch_size, eval_every and patience must be >= 1")
+        if lr <= 0:
+            raise RecError(f"ScorerTrainer.lr = {lr} must be > 0")
+        self.num_epochs, self.batch_size, self.lr = num_epochs, batch_size, lr
+        self.weight_decay, self.betas, self.grad_clip = weight_decay, tuple(betas), grad_clip
+        self.eval_every, self.patience, self.eval_users = eval_every, patience, eval_users
+        self.seed, self.amp, self.progress = seed, amp, progress
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    # ---------------------------------------------------------------- pieces
+    def _autocast(self):
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _optimizer(self, model) -> torch.optim.Optimizer:
+        # AdamW with weight_decay 0 is Adam (the reference's optimizer, betas (0.9, 0.98)).
+        return torch.optim.AdamW(model.parameters(), lr=self.lr, betas=self.betas,
+                                 weight_decay=self.weight_decay)
+
+    def train_epoch(self, model, data: TrainingSequences, loss_fn: ScorerLoss, sampler: NegativeSampler,
+                    optimizer, rng: np.random.Generator, epoch: int, step: int) -> dict:
+        """One pass over all training users in a random order. Returns loss and counts."""
+        model.train()
+        order = rng.permutation(len(data))
+        n_neg = loss_fn.num_negatives
+        log_q = sampler.log_q() if n_neg else None
+        log_q = log_q.to(self.device) if log_q is not None else None
+        total, positions = 0.0, 0
+        batches = range(0, len(order), self.batch_size)
+        for b, s in enumerate(tqdm(batches, desc=f"epoch {epoch}", disable=not self.progress,
+                                   leave=False)):
+            tb = data.batch(order[s:s + self.batch_size])
+            valid = tb.targets > 0                                        # (B, L)
+            pos = tb.targets[valid]                                       # (P,)
+            items = torch.from_numpy(tb.items).to(self.device)
+            times = torch.from_numpy(tb.times).to(self.device) if model.use_time else None
+            vmask = torch.from_numpy(valid).to(self.device)
+            with self._autocast():
+                hidden = model.encode(items, times)                       # (B, L, d)
+                hidden = hidden[:, -valid.shape[1]:][vmask]               # (P, d)
+                neg = None
+                if n_neg:
+                    users_p = np.broadcast_to(tb.users[:, None], valid.shape)[valid]
+                    neg = torch.from_numpy(sampler.sample(users_p, pos, n_neg, hidden.detach())
+                                           ).to(self.device)
+                loss = loss_fn(hidden, torch.from_numpy(pos).to(self.device), neg,
+                               model.item_emb.weight, log_q)
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                raise RecError(f"training loss is {value} at epoch {epoch}, batch {b} (global step "
+                               f"{step + 1}); nothing of this epoch was saved. Lower ScorerTrainer.lr "
+                               "or set ScorerTrainer.grad_clip, then start again or --resume from "
+                               "the last checkpoint")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            optimizer.step()
+            step += 1
+            total += value * len(pos)
+            positions += len(pos)
+        return {"loss": total / max(1, positions), "positions": positions, "sequences": len(order),
+                "step": step}
+
+    # ---------------------------------------------------------------- the run
+    def fit(self, model, split: SplitData, loss_fn: ScorerLoss, sampler: NegativeSampler,
+            run_dir: Path, resume: bool = False, max_epochs_this_run: int | None = None) -> dict | None:
+        """Train with early stopping, then evaluate the best checkpoint on valid and test.
+
+        Returns the results dict, or None when `max_epochs_this_run` ended this call before the run
+        finished (call again with resume=True to continue).
+        """
+        run_dir = Path(run_dir)
+        ck_dir = run_dir / "checkpoints"
+        last, best = ck_dir / "last", ck_dir / "best"
+        model.to(self.device)
+        optimizer = self._optimizer(model)
+        data = TrainingSequences(split, model.maxlen)
+        signature = {"variant": model.variant, "model": model.config, "dataset": split.name,
+                     "dataset_fingerprint": split.fingerprint, "num_items": split.num_items,
+                     "loss": loss_fn.name}
+        metrics = MetricsLog(run_dir / "metrics.jsonl")
+        rng = np.random.default_rng(self.seed)
+        stopper = EarlyStopping(patience=self.patience)
+        epoch, step, epoch_times = 0, 0, []
+
+        if last.with_suffix(".json").is_file():
+            if not resume:
+                raise RecError(f"{run_dir} already holds a checkpoint; pass --resume to continue it "
+                               "or choose a fresh --run_dir")
+            check_signature(last.with_suffix(".json"), signature)
+            st = load_checkpoint(last, model, optimizer)
+            epoch, step, epoch_times = st["epoch"], st["step"], st["epoch_seconds"]
+            stopper = EarlyStopping(**{**st["early_stopping"], "patience": self.patience})
+            rng.bit_generator.state = st["order_rng"]
+            sampler.load_state(st["sampler"])
+            _truncate_metrics(metrics.path, epoch)
+
+        val_eval = Evaluator(sampled=False, progress=False)
+        val_users = None
+        if self.eval_users is not None and self.eval_users < split.num_users:
+            val_users = np.sort(np.random.default_rng(self.seed + 1).choice(
+                split.num_users, size=self.eval_users, replace=False))
+
+        ran = 0
+        while epoch < self.num_epochs and not stopper.should_stop:
+            if max_epochs_this_run is not None and ran >= max_epochs_this_run:
+                return None
+            epoch += 1
+            t0 = time.perf_counter()
+            out = self.train_epoch(model, data, loss_fn, sampler, optimizer, rng, epoch, step)
+            seconds = time.perf_counter() - t0
+            step = out["step"]
+            epoch_times.append(seconds)
+            record = {"epoch": epoch, "step": step, "loss": out["loss"], "epoch_seconds": seconds,
+                      "sequences_per_s": out["sequences"] / seconds,
+                      "positions_per_s": out["positions"] / seconds}
+            if epoch % self.eval_every == 0 or epoch == self.num_epochs:
+                t1 = time.perf_counter()
+                res = val_eval.evaluate(model, split, "valid", users=val_users)
+                value = res.metrics[SELECT[0]][SELECT[1]]
+                record.update({f"valid_{k}": v for k, v in res.metrics["full"].items()
+                               if k in ("hr@10", "ndcg@10", "mrr")})
+                record["eval_seconds"] = time.perf_counter() - t1
+                record["best"] = stopper.update(value, epoch)
+                if record["best"]:
+                    save_checkpoint(best, model, state={"epoch": epoch, "signature": signature,
+                                                        "valid_ndcg@10": value})
+            metrics.write(**record)
+            save_checkpoint(last, model, optimizer, state={
+                "epoch": epoch, "step": step, "signature": signature,
+                "epoch_seconds": epoch_times, "early_stopping": stopper.state(),
+                "order_rng": rng.bit_generator.state, "sampler": sampler.state()})
+            ran += 1
+            if self.progress:
+                shown = {k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()}
+                print(shown, flush=True)
+
+        if not best.with_suffix(".json").is_file():
+            raise RecError(f"{run_dir}: training finished without a validation checkpoint; "
+                           "check ScorerTrainer.eval_every")
+        check_signature(best.with_suffix(".json"), signature)
+        best_state = load_checkpoint(best, model, restore_rng=False)
+        final_eval = Evaluator(progress=self.progress)
+        t1 = time.perf_counter()
+        valid = final_eval.evaluate(model, split, "valid")
+        test = final_eval.evaluate(model, split, "test")
+        final_seconds = time.perf_counter() - t1
+        _save_ranks(run_dir / "per_user_ranks.npz", valid, test)
+        return {
+            "valid": valid.to_json(), "test": test.to_json(),
+            "protocol": {"primary": "full", "secondary": "sampled-100", "split": "leave-one-out",
+                         "selection": f"best validation {SELECT[0]} {SELECT[1]}; test computed once "
+                                      "for that checkpoint", **final_eval.protocol()},
+            "best_epoch": best_state["epoch"], "epochs_run": epoch, "steps": step,
+            "early_stopping": stopper.state(),
+            "timing": {"epoch_seconds": epoch_times,
+                       "mean_epoch_seconds": float(np.mean(epoch_times)) if epoch_times else None,
+                       "train_seconds_total": float(np.sum(epoch_times)),
+                       "final_eval_seconds": final_seconds, "device": str(self.device)},
+        }
+
+
+def check_signature(path: Path, expected: dict) -> None:
+    """Refuse a checkpoint made for another variant, model shape, loss or dataset, naming the field."""
+    got = read_json(path).get("state", {}).get("signature")
+    if got is None:
+        raise RecError(f"{path}: not a scorer checkpoint (no signature); use a fresh --run_dir")
+    if got.get("variant") != expected["variant"]:
+        raise RecError(f"{path}: checkpoint is for variant {got.get('variant')!r} but this config "
+                       f"builds {expected['variant']!r}; use the matching config or a fresh --run_dir")
+    if (got.get("dataset"), got.get("dataset_fingerprint")) != (expected["dataset"],
+                                                                 expected["dataset_fingerprint"]):
+        raise RecError(f"{path}: checkpoint was trained on dataset {got.get('dataset')!r} (fingerprint "
+                       f"{got.get('dataset_fingerprint')}) but this run loads {expected['dataset']!r} "
+                       f"(fingerprint {expected['dataset_fingerprint']}); use a fresh --run_dir")
+    for key in ("model", "num_items", "loss"):
+        if got.get(key) != expected[key]:
+            raise RecError(f"{path}: checkpoint has {key} = {got.get(key)} but this config has "
+                           f"{expected[key]}; use the matching config or a fresh --run_dir")
+
+
+def _truncate_metrics(path: Path | None, epoch: int) -> None:
+    """Drop metric lines written after the checkpoint a resumed run restarts from."""
+    if path is None or not path.is_file():
+        return
+    import json
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+    write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _save_ranks(path: Path, valid, test) -> None:
+    """Per-user 0-based ranks (for paired tests between models), plain .npz without pickle."""
+    arrays = {"users": valid.users}
+    for name, res in (("valid", valid), ("test", test)):
+        for proto, r in res.ranks.items():
+            arrays[f"{name}_{proto.replace('-', '_')}"] = r
+
+    def _w(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    atomic_write(path, _w)

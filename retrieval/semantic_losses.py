@@ -1,0 +1,192 @@
+"""Auxiliary losses from the design notes (SPEC §5): semantic consistency and long/short-term
+interest contrast. Both are added to the main loss with a weight λ.
+
+Semantic consistency (seed 001). For a scored pair (history, item, label y) let item' be a
+semantically similar item and sign = 2y - 1:
+  positive-only  L = softplus(-sign · (s(item') - s(item)))
+  pos-neg        L = mean_k softplus(-sign · (s(item') - s(neg_k)))
+so for y = 1 the similar item is pushed above the item (or above the negatives) and for y = 0 below.
+item' comes from a similar-item table (N+1, k): FAISS neighbours in content-embedding space
+(`neighbour_table`) or items sharing a semantic-ID prefix (`prefix_table`); 0 = no similar item, and
+such pairs are left out of the mean.
+
+Interest contrast (seed 004). L_proxy = mean embedding of the whole history (padding masked),
+S_proxy = mean of the last k items; L_int, S_int come from the encoder;
+  loss = BPR(L_int, L_proxy, S_proxy) + BPR(S_int, S_proxy, L_proxy)
+       + BPR(L_proxy, L_int, S_int) + BPR(S_proxy, S_int, L_int),
+  BPR(a, p, n) = mean softplus(<a, n> - <a, p>).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gin
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrieval.errors import RecError
+from retrieval.item_index import ItemIndex
+
+
+# -- similar-item tables ------------------------------------------------------------------------
+@gin.configurable
+def neighbour_table(embeddings: Any, k: int = 10, num_items: int | None = None,
+                    metric: str = "cosine", kind: str = "flat") -> np.ndarray:
+    """(N+1, k) int64: the k nearest other items of each item in content-embedding space.
+
+    embeddings: (N, d) content embeddings (row i-1 = item i, as rqvae.embeddings gives them) with
+    `num_items=N`, or (N+1, d) with a padding row 0. Row 0 of the table is 0; an item is never its
+    own neighbour.
+    """
+    index = ItemIndex(embeddings, num_items=num_items, kind=kind, metric=metric)
+    return index.neighbour_table(k)
+
+
+@gin.configurable
+def prefix_table(codes: np.ndarray, prefix_len: int = 2, k: int = 10, seed: int = 0) -> np.ndarray:
+    """(N+1, k) int64: k items drawn (with replacement) among the other items whose first
+    `prefix_len` semantic-ID codes equal the item's; 0 where the item is alone in its prefix group.
+
+    codes: (N+1, L+1) int64 from rqvae.artifact.SemanticIds.codes (row 0 = padding, ignored).
+    Vectorised: items are sorted by prefix so each group is a contiguous run; an offset in
+    [1, size-1] from the item's own position, modulo the group size, is always another member.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or not 1 <= prefix_len <= codes.shape[1]:
+        raise RecError(f"prefix_table.prefix_len={prefix_len} must be in 1..{codes.shape[1]} "
+                       f"(levels + 1 of the semantic-ID codes, shape {codes.shape})")
+    n = codes.shape[0] - 1
+    prefix = codes[1:, :prefix_len]                                     # (N, p)
+    order = np.lexsort(prefix.T[::-1])                                  # items grouped by prefix
+    sp = prefix[order]
+    new_group = np.ones(n, dtype=bool)
+    new_group[1:] = (sp[1:] != sp[:-1]).any(axis=1)
+    group = np.cumsum(new_group) - 1                                    # group of sorted position
+    starts = np.flatnonzero(new_group)
+    sizes = np.diff(np.append(starts, n))
+    pos_in_group = np.arange(n) - starts[group]
+    size = sizes[group][:, None]                                        # (N, 1)
+    rng = np.random.default_rng(seed)
+    offset = 1 + np.floor(rng.random((n, k)) * np.maximum(size - 1, 1)).astype(np.int64)
+    other = order[starts[group][:, None] + (pos_in_group[:, None] + offset) % size] + 1
+    table = np.zeros((n + 1, k), dtype=np.int64)
+    table[order + 1] = np.where(size > 1, other, 0)
+    return table
+
+
+def draw_similar(table: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+    """One similar item per entry of `items` (any shape), drawn uniformly among the table's
+    nonzero columns of that item's row; 0 where the item has none (or is padding)."""
+    rows = table[items]                                                 # (..., k)
+    valid = rows > 0
+    # Random keys, -1 on empty slots, so the argmax is a uniform choice among the valid ones.
+    keys = torch.rand(rows.shape, generator=generator, device=rows.device)
+    pick = torch.where(valid, keys, torch.full_like(keys, -1.0)).argmax(-1, keepdim=True)
+    return rows.gather(-1, pick).squeeze(-1)
+
+
+# -- semantic-consistency losses ----------------------------------------------------------------
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1.0)
+
+
+def positive_only_loss(s_item: torch.Tensor, s_similar: torch.Tensor, labels: torch.Tensor,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+    """mean softplus(-sign · (s(item') - s(item))), sign = 2y - 1; all inputs (...), mask bool."""
+    sign = 2.0 * labels.to(s_item.dtype) - 1.0
+    return _masked_mean(F.softplus(-sign * (s_similar - s_item)), mask)
+
+
+def pos_neg_loss(s_similar: torch.Tensor, s_neg: torch.Tensor, labels: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """mean over pairs of mean_k softplus(-sign · (s(item') - s(neg_k))).
+
+    s_similar, labels, mask: (...); s_neg: (..., K).
+    """
+    sign = (2.0 * labels.to(s_similar.dtype) - 1.0)[..., None]
+    per_pair = F.softplus(-sign * (s_similar[..., None] - s_neg)).mean(-1)
+    return _masked_mean(per_pair, mask)
+
+
+@gin.configurable
+class SemanticConsistencyLoss(nn.Module):
+    """λ · semantic-consistency loss for sequence training with positives and sampled negatives.
+
+    mode: "positive_only" | "pos_neg".  weight: λ.
+    forward(s_pos (...,), s_neg (..., K), s_pos_similar (...,), s_neg_similar (..., K) | None,
+            mask (...,) bool) where s_* are the model's scores of the positive, the negatives and
+    their similar items at each position, mask = positions that have a target and a similar item.
+      positive_only: the positive (y = 1) against its similar item, and, when s_neg_similar is given,
+                     each negative (y = 0) against its similar item;
+      pos_neg:       the positive's similar item against the K negatives (y = 1).
+    """
+
+    MODES = ("positive_only", "pos_neg")
+
+    def __init__(self, mode: str = "positive_only", weight: float = 0.1):
+        super().__init__()
+        if mode not in self.MODES:
+            raise RecError(f"SemanticConsistencyLoss.mode={mode!r} is unknown; choose one of "
+                           f"{', '.join(self.MODES)}")
+        self.mode, self.weight = mode, weight
+
+    def forward(self, s_pos, s_neg, s_pos_similar, s_neg_similar=None, mask=None, neg_mask=None):
+        ones = torch.ones_like(s_pos)
+        if self.mode == "pos_neg":
+            return self.weight * pos_neg_loss(s_pos_similar, s_neg, ones, mask)
+        loss = positive_only_loss(s_pos, s_pos_similar, ones, mask)
+        if s_neg_similar is not None:
+            loss = loss + positive_only_loss(s_neg, s_neg_similar, torch.zeros_like(s_neg), neg_mask)
+        return self.weight * loss
+
+
+# -- long/short-term interest contrast ------------------------------------------------------------
+def interest_proxies(item_vectors: torch.Tensor, items: torch.Tensor, short_k: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_proxy, S_proxy), each (B, d), from right-aligned histories.
+
+    item_vectors: (B, L, d) embeddings of `items` (B, L) (0 = padding, left). L_proxy averages every
+    real item; S_proxy the last `short_k` real items (the last columns, since rows are right-aligned).
+    An empty history gives zero proxies.
+    """
+    valid = (items > 0).to(item_vectors.dtype)[..., None]               # (B, L, 1)
+    recent = torch.zeros_like(valid)
+    recent[:, -short_k:] = 1.0
+    recent = recent * valid
+    long_p = (item_vectors * valid).sum(1) / valid.sum(1).clamp(min=1.0)
+    short_p = (item_vectors * recent).sum(1) / recent.sum(1).clamp(min=1.0)
+    return long_p, short_p
+
+
+def bpr(anchor: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """mean softplus(<a, n> - <a, p>) over the batch; inputs (B, d)."""
+    return F.softplus((anchor * neg).sum(-1) - (anchor * pos).sum(-1)).mean()
+
+
+def interest_contrast_loss(long_int: torch.Tensor, short_int: torch.Tensor, long_proxy: torch.Tensor,
+                           short_proxy: torch.Tensor) -> torch.Tensor:
+    """The four BPR terms of seed 004 (each interest nearer its own proxy than the other's, and back)."""
+    return (bpr(long_int, long_proxy, short_proxy) + bpr(short_int, short_proxy, long_proxy)
+            + bpr(long_proxy, long_int, short_int) + bpr(short_proxy, short_int, long_int))
+
+
+@gin.configurable
+class InterestContrastLoss(nn.Module):
+    """λ · interest contrast. forward(long_int (B, d), short_int (B, d), item_vectors (B, L, d),
+    items (B, L)); the proxies are built from item_vectors with `short_k` recent items."""
+
+    def __init__(self, short_k: int = 3, weight: float = 0.1):
+        super().__init__()
+        if short_k < 1:
+            raise RecError(f"InterestContrastLoss.short_k must be >= 1, got {short_k}")
+        self.short_k, self.weight = short_k, weight
+
+    def forward(self, long_int, short_int, item_vectors, items):
+        long_p, short_p = interest_proxies(item_vectors, items, self.short_k)
+        return self.weight * interest_contrast_loss(long_int, short_int, long_p, short_p)

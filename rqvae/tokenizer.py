@@ -1,0 +1,60 @@
+"""One interface for every semantic-ID tokenizer, and the gin switch that picks one by name.
+
+A tokenizer has `name`, `levels`, `codebook_size`, and
+    fit(embeddings (N, d) float) -> codes (N, L) int64 in [0, K)
+after which `.reconstruction` (N, d) is its reconstruction of the embeddings, `.history` its
+training log (list of dicts) and `.weights()` a dict of tensors to save (safetensors).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import gin
+import numpy as np
+
+from retrieval.errors import RecError
+
+
+class Tokenizer(Protocol):
+    name: str
+    levels: int
+    codebook_size: int
+    reconstruction: np.ndarray | None
+    history: list
+
+    def fit(self, x: np.ndarray) -> np.ndarray: ...
+
+    def weights(self) -> dict: ...
+
+
+def _registry() -> dict:
+    from rqvae.residual_kmeans import BalancedRQKMeans, RQKMeans
+    from rqvae.rqvae_model import RQVAETokenizer
+    return {"rqvae": RQVAETokenizer, "rqkmeans": RQKMeans, "balanced_rqkmeans": BalancedRQKMeans}
+
+
+TOKENIZERS = ("rqvae", "rqkmeans", "balanced_rqkmeans")
+
+
+@gin.configurable
+def make_tokenizer(name: str = "rqvae", levels: int = 3, codebook_size: int = 256,
+                   seed: int = 0) -> Tokenizer:
+    """The tokenizer `name` with L = `levels` x K = `codebook_size` codes; its own options are
+    bound on its class in gin (e.g. RQVAETokenizer.steps)."""
+    reg = _registry()
+    if name not in reg:
+        raise RecError(f"make_tokenizer.name = {name!r} is unknown; choose one of: {', '.join(TOKENIZERS)}")
+    if int(levels) < 1 or int(codebook_size) < 2:
+        raise RecError(f"make_tokenizer: need levels >= 1 and codebook_size >= 2, got "
+                       f"levels={levels}, codebook_size={codebook_size}")
+    return reg[name](levels=int(levels), codebook_size=int(codebook_size), seed=int(seed))
+
+
+def reconstruction_metrics(x: np.ndarray, recon: np.ndarray) -> dict:
+    """mse: mean squared error per dimension; relative: squared error / variance around the mean
+    (0 = perfect, 1 = no better than the mean embedding), comparable across tokenizers."""
+    x = np.asarray(x, dtype=np.float64)
+    err = ((x - recon) ** 2).sum()
+    var = ((x - x.mean(0)) ** 2).sum()
+    return {"reconstruction_mse": float(err / x.size),
+            "reconstruction_relative": float(err / var) if var > 0 else 0.0}

@@ -79,7 +79,9 @@ def run(main: Callable[[argparse.Namespace, Path | None], None], description: st
             write_text(run_dir / "config.gin", gin.operative_config_str())
     except RecError as e:
         _cleanup(run_dir, created)
-        print(f"error: {e}", file=sys.stderr)
+        # gin appends "In call to configurable ..." on a new line to errors raised inside a
+        # configurable; a RecError message is one line by construction, so keep only that.
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,30 +11,15 @@ from hypothesis import strategies as st
 from retrieval.batch import HistoryBatch
 from retrieval.data.split import leave_one_out
 from retrieval.data.sources_synthetic import SyntheticSource
-from retrieval.data.types import ItemCatalogue, SplitData
+from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.evaluation import MISS, Evaluator
 from retrieval.evaluation import evaluator as evaluator_module
 from retrieval.evaluation.evaluator import FULL, SAMPLED, sample_negatives
 
+from eval_helpers import make_split
+
 NAN = float("nan")
-
-
-def make_split(train, valid, test, num_items) -> SplitData:
-    """A SplitData from explicit per-user training sequences and targets (users 0..U-1)."""
-    lengths = [len(s) for s in train]
-    offsets = np.zeros(len(train) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    items = np.array([i for s in train for i in s], dtype=np.int64)
-    ids = np.array([""] + [str(i) for i in range(1, num_items + 1)], dtype=object)
-    return SplitData(name="hand", train_offsets=offsets, train_items=items,
-                     train_times=np.arange(len(items), dtype=np.int64),
-                     valid_item=np.array(valid, dtype=np.int64),
-                     valid_time=np.full(len(valid), 10**6, dtype=np.int64),
-                     test_item=np.array(test, dtype=np.int64),
-                     test_time=np.full(len(test), 10**6 + 1, dtype=np.int64),
-                     user_raw_ids=np.array([str(u) for u in range(len(train))], dtype=object),
-                     catalogue=ItemCatalogue(ids, ids.copy()), has_time=True, fingerprint="hand")
 
 
 class TableScorer:
@@ -64,7 +49,8 @@ class ListGenerator:
 
 
 class TopKGenerator:
-    """The generator equivalent of a scorer: its top-k items (optionally without history)."""
+    """The generator equivalent of a scorer: its top-k items, optionally without the history items
+    the evaluator excludes (all but the target)."""
 
     def __init__(self, scorer, split, stage, mask_history):
         self.scorer, self.split, self.stage, self.mask_history = scorer, split, stage, mask_history
@@ -74,8 +60,11 @@ class TopKGenerator:
         s[:, 0] = -math.inf
         if self.mask_history:
             off, items, _ = self.split.histories(self.stage)
+            target = self.split.targets(self.stage)
             for b, u in enumerate(batch.users.tolist()):
+                keep = s[b, target[u]].clone()
                 s[b, torch.from_numpy(items[off[u]:off[u + 1]])] = -math.inf
+                s[b, target[u]] = keep
         return s.topk(num_items, dim=1).indices
 
 
@@ -296,14 +285,16 @@ def test_batch_size_does_not_change_results(synth, stage):
     table = random_table(synth, seed=2, levels=10)
     gen = ListGenerator({u: list(np.random.default_rng(u).permutation(synth.num_items)[:60] + 1)
                          for u in range(synth.num_users)})
-    ref = ev(sampled=True, batch_size=1000).evaluate(TableScorer(table), synth, stage)
-    ref_g = ev(batch_size=1000).evaluate(gen, synth, stage)
+    users = np.arange(0, synth.num_users, 3)
+    ref = ev(sampled=True, batch_size=1000).evaluate(TableScorer(table), synth, stage, users)
+    ref_g = ev(batch_size=1000).evaluate(gen, synth, stage, users)
     for bs in (1, 7, 64):
-        r = ev(sampled=True, batch_size=bs).evaluate(TableScorer(table), synth, stage)
+        r = ev(sampled=True, batch_size=bs).evaluate(TableScorer(table), synth, stage, users)
         assert np.array_equal(r.ranks[FULL], ref.ranks[FULL])
         assert np.array_equal(r.ranks[SAMPLED], ref.ranks[SAMPLED])
         assert r.metrics == ref.metrics
-        assert np.array_equal(ev(batch_size=bs).evaluate(gen, synth, stage).ranks[FULL], ref_g.ranks[FULL])
+        g = ev(batch_size=bs).evaluate(gen, synth, stage, users)
+        assert np.array_equal(g.ranks[FULL], ref_g.ranks[FULL])
 
 
 @pytest.mark.parametrize("exclude", [True, False])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -123,6 +124,7 @@ def extract(zip_path: Path, folder: Path) -> list[Path]:
             try:
                 with zf.open(info) as src, os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, dest)
             finally:
                 if os.path.exists(tmp):
@@ -142,13 +144,26 @@ def download_movielens(dataset: str, folder: Path, archive: Archive | None = Non
     folder = Path(folder)
     if all((folder / f).is_file() for f in archive.files):
         return []
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    # Mode bits, not os.access: root may write anywhere, but a read-only folder (like the shared
+    # ../shared/data copies) says "do not write here".
+    if not existing.is_dir() or not existing.stat().st_mode & stat.S_IWUSR:
+        raise RecError(f"cannot write to {existing} (read-only); set SEMID_DATA_ROOT to a "
+                       "writable folder before --download")
+    first_new = None if existing == folder else existing / folder.relative_to(existing).parts[0]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-")
-        probe.close()
-    except OSError:
-        raise RecError(f"cannot write to {folder}; set SEMID_DATA_ROOT to a writable folder "
-                       "before --download") from None
+        return _download_into(archive, folder, timeout)
+    except OSError as e:
+        raise RecError(f"cannot write to {folder} ({e}); set SEMID_DATA_ROOT to a writable "
+                       "folder before --download") from None
+    finally:
+        # Leave nothing behind on failure: folders created here held only our files.
+        if first_new is not None and not all((folder / f).is_file() for f in archive.files):
+            shutil.rmtree(first_new, ignore_errors=True)
+
+
+def _download_into(archive: Archive, folder: Path, timeout: float) -> list[Path]:
     zip_path = folder / Path(archive.url).name
     try:
         md5 = archive.md5 if archive.md5 is not None else published_md5(archive.url, timeout)

@@ -7,7 +7,6 @@ wrong separator or columns, non-numeric or missing values) becomes a RecError na
 from __future__ import annotations
 
 import gzip
-import io
 import re
 from pathlib import Path
 
@@ -112,10 +111,9 @@ def read_numeric(source: Path | bytes, columns: dict[str, str], *, where: str,
                            "every row needs all of " + ",".join(columns))
         out[c] = col.to_numpy()
         table = table.drop_columns([c])   # free each Arrow column once it is copied out
+    del table
+    pa.default_memory_pool().release_unused()   # hand the parse buffers back to the OS now
     if len(next(iter(out.values()))) == 0:
         raise RecError(f"{where}: the file has no data rows; replace it with the dataset's original file")
     return out
 
-
-def text_stream(data: bytes, encoding: str) -> io.StringIO:
-    return io.StringIO(data.decode(encoding))

@@ -101,20 +101,29 @@ def time_order(user: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
     span = t1 - t0 + 1
     if int(user.max()) < (2 ** 62) // span:
         # One int64 key and a stable sort: faster than lexsort on two 25M-row keys.
-        key = user.astype(np.int64) * span + (ts - t0)
+        key = user.astype(np.int64) * span
+        key += ts
+        key -= t0
         return np.argsort(key, kind="stable")
     return np.lexsort((ts, user))            # lexsort is stable too
 
 
-def build_interactions(user_raw: np.ndarray, item: np.ndarray, timestamp: np.ndarray,
-                       catalogue: ItemCatalogue, has_time: bool) -> Interactions:
-    """Renumber users 0..U-1 (raw-id order) and sort rows by (user, timestamp), stable."""
-    user, uniq = dense_user_codes(user_raw)
-    item = np.asarray(item, dtype=np.int64)
-    ts = np.asarray(timestamp, dtype=np.int64)
+def build_interactions(cols: dict, catalogue: ItemCatalogue, has_time: bool) -> Interactions:
+    """Renumber users 0..U-1 (raw-id order) and sort rows by (user, timestamp), stable.
+
+    `cols` holds "user" (raw ids), "item" (catalogue rows) and "timestamp" arrays; it is consumed
+    (emptied) so each input array is freed as soon as it is replaced — at ML-25M size that keeps
+    peak memory about 1 GB lower than holding every intermediate copy.
+    """
+    user, uniq = dense_user_codes(cols.pop("user"))
+    item = np.asarray(cols.pop("item"), dtype=np.int64)
+    ts = np.asarray(cols.pop("timestamp"), dtype=np.int64)
     order = time_order(user, ts)
     if order is not None:
-        user, item, ts = user[order], item[order], ts[order]
+        user = user[order]
+        item = item[order]      # rebinding frees each unsorted array before the next gather
+        ts = ts[order]
+        del order
     return Interactions(user=user, item=item, timestamp=ts,
                         user_raw_ids=uniq.astype(str).astype(object),
                         catalogue=catalogue, has_time=has_time)

@@ -145,7 +145,8 @@ class _S3RecSource:
         else:
             ids, cat = np.zeros(0, dtype=np.int64), _empty_catalogue()
         item, extra = map_items(item_raw, ids)
-        return build_interactions(user_raw, item, pos, extend_catalogue(cat, extra), has_time=False)
+        return build_interactions({"user": user_raw, "item": item, "timestamp": pos},
+                                  extend_catalogue(cat, extra), has_time=False)
 
 
 @register("amazon")

@@ -58,12 +58,17 @@ def top_tags(path: Path, k: int) -> dict[int, str]:
     return top.groupby("movieId")["tag"].agg("|".join).to_dict()
 
 
-def _finish(user_raw, movie_raw, ts, rating, threshold, cat_ids, cat: ItemCatalogue) -> Interactions:
+def _finish(r: dict, threshold, cat_ids, cat: ItemCatalogue) -> Interactions:
+    """Ratings columns (userId, movieId, timestamp[, rating]) -> Interactions; consumes `r`."""
+    rating = r.pop("rating", None)
     if threshold is not None:
         keep = rating >= float(threshold)
-        user_raw, movie_raw, ts = user_raw[keep], movie_raw[keep], ts[keep]
-    item, extra = map_items(movie_raw, cat_ids)
-    return build_interactions(user_raw, item, ts, extend_catalogue(cat, extra), has_time=True)
+        for c in list(r):
+            r[c] = r[c][keep]
+    item, extra = map_items(r.pop("movieId"), cat_ids)
+    cols = {"user": r.pop("userId"), "item": item, "timestamp": r.pop("timestamp")}
+    del item
+    return build_interactions(cols, extend_catalogue(cat, extra), has_time=True)
 
 
 class _MovieLensSource:
@@ -131,8 +136,7 @@ class _MovieLensCSV(_MovieLensSource):
         if self.rating_threshold is not None:
             cols["rating"] = "float"
         r = readers.read_numeric(self.root / "ratings.csv", cols, where=str(self.root / "ratings.csv"))
-        return _finish(r["userId"], r["movieId"], r["timestamp"], r.get("rating"),
-                       self.rating_threshold, ids, cat)
+        return _finish(r, self.rating_threshold, ids, cat)
 
 
 @register("ml-25m")
@@ -232,8 +236,7 @@ class MovieLens1MSource(_MovieLensSource):
         r = readers.read_numeric(raw, {"userId": "int", "movieId": "int", "rating": "float",
                                        "timestamp": "int"}, where=str(ratings_path), names=names,
                                  delimiter="\t")
-        return _finish(r["userId"], r["movieId"], r["timestamp"], r["rating"],
-                       self.rating_threshold, ids, cat)
+        return _finish(r, self.rating_threshold, ids, cat)
 
 
 @register("ml-100k")
@@ -279,5 +282,4 @@ class MovieLens100KSource(_MovieLensSource):
         r = readers.read_numeric(data_path, {"userId": "int", "movieId": "int", "rating": "float",
                                              "timestamp": "int"}, where=str(data_path),
                                  names=["userId", "movieId", "rating", "timestamp"], delimiter="\t")
-        return _finish(r["userId"], r["movieId"], r["timestamp"], r["rating"],
-                       self.rating_threshold, ids, cat)
+        return _finish(r, self.rating_threshold, ids, cat)

@@ -75,4 +75,5 @@ class TextSource:
         item, _ = map_items(item_raw, ids)
         raw = np.concatenate([[""], ids.astype(str)]).astype(object)
         cat = ItemCatalogue(raw_ids=raw, titles=np.full(len(raw), "", dtype=object), template="plain")
-        return build_interactions(user_raw, item, ts, cat, has_time=has_time)
+        return build_interactions({"user": user_raw, "item": item, "timestamp": ts}, cat,
+                                  has_time=has_time)

@@ -29,14 +29,18 @@ def write_movielens_csv(folder: str | os.PathLike, num_ratings: int = 25_000_095
                         num_users: int = 162_541, num_items: int = 62_423, seed: int = 0) -> dict:
     """Generate and write `folder`/ratings.csv and movies.csv; return the counts written.
 
-    Users get a geometric number of ratings with mean num_ratings / num_users (a few % extra is
-    generated, then the table is cut to exactly `num_ratings` rows; the last users may lose some).
+    Users get a geometric number of ratings with mean ~num_ratings / num_users (a few % extra is
+    generated, then the table is cut to exactly `num_ratings` rows, so the last users are cut off).
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed + 1)
     mean = 1.03 * num_ratings / num_users
-    d = synthetic.generate(num_users=num_users, num_items=num_items, mean_length=mean,
-                           max_length=int(20 * mean) + 10, seed=seed)
+    for _ in range(5):       # lengths are random: ask for a little more until there is enough
+        d = synthetic.generate(num_users=num_users, num_items=num_items, mean_length=mean,
+                               max_length=int(20 * mean) + 10, seed=seed)
+        if len(d["user"]) >= num_ratings:
+            break
+        mean *= 1.05 * num_ratings / len(d["user"])
     n = min(num_ratings, len(d["user"]))
     user = (d["user"][:n] + 1).astype(np.int32)
     item = d["item"][:n]

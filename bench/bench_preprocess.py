@@ -84,15 +84,18 @@ def main() -> None:
     data_dir = Path(args.data_dir) if args.data_dir else default_dir(args.rows)
     ensure_csv(data_dir, args.rows)
     size_gb = (data_dir / "ratings.csv").stat().st_size / 1e9
+    load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="semid-bench-cache-") as cache:
         cold = _run_child(data_dir, Path(cache))
         warm = _run_child(data_dir, Path(cache))
     s = cold["stats"]
     print(f"\nratings.csv: {args.rows:,} rows, {size_gb:.2f} GB; after 5-core + split: "
           f"{s['users']:,} users, {s['items']:,} items, {s['interactions']:,} interactions")
-    print(f"cpus: {os.cpu_count()}\n")
-    print(f"| phase | load_split (s) | process wall (s) | peak RSS (GB) | budget |")
-    print(f"|---|---|---|---|---|")
+    load = os.getloadavg()
+    print(f"cpus: {os.cpu_count()}, load average before/after: {load0[0]:.1f} / {load[0]:.1f} "
+          "(other processes share these cores when > 0)\n")
+    print("| phase | load_split (s) | process wall (s) | peak RSS (GB) | budget |")
+    print("|---|---|---|---|---|")
     for name, r in (("cold (parse + split + write cache)", cold), ("warm (cache hit)", warm)):
         budget = f"<= {BUDGET_S:.0f} s, <= {BUDGET_GB:.0f} GB" if name.startswith("cold") else "-"
         print(f"| {name} | {r['load_split_s']:.1f} | {r['process_s']:.1f} | "

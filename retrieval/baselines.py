@@ -1,5 +1,6 @@
 """Non-learned baselines that exercise the evaluator on real data: most-popular and item-to-item
 co-occurrence (last item -> next item). Both are Scorers (score_all(HistoryBatch) -> (B, N+1)).
+`evaluate_baseline` fits and evaluates them (scripts/evaluate_baseline.py calls it).
 
 Both are fitted on the *training sequences only* and the same fitted model serves the validation
 and the test stage. For the test stage the input history ends with the validation item, which the
@@ -8,14 +9,20 @@ validation-to-test transition leaks into the fit, and valid and test numbers com
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import gin
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from retrieval.batch import HistoryBatch
+from retrieval.cli import env_info
+from retrieval.data import load_split
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
+from retrieval.evaluation import Evaluator
+from retrieval.evaluation.report import format_table, results_json, save_ranks, write_results
 
 
 def item_counts(split: SplitData) -> np.ndarray:
@@ -98,3 +105,31 @@ def make_baseline(name: str):
     if name not in BASELINES:
         raise RecError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")
     return BASELINES[name]()
+
+
+@gin.configurable
+def evaluate_baseline(run_dir: Path, model=("popularity", "cooccurrence")) -> dict:
+    """Fit each baseline in `model` (a name or a list of names) on the training sequences of the
+    gin-selected split, evaluate it on valid and test with the gin-configured Evaluator, print a
+    table and write run_dir/results.json (the first model fills the top-level "valid"/"test") and
+    run_dir/ranks.safetensors. Returns the results.json record."""
+    names = [model] if isinstance(model, str) else list(model)
+    if not names:
+        raise RecError("evaluate_baseline.model is empty; name one or more of: " + ", ".join(BASELINES))
+    for n in names:
+        if n not in BASELINES:
+            raise RecError(f"evaluate_baseline.model: unknown baseline {n!r}; "
+                           f"choose from: {', '.join(BASELINES)}")
+    split = load_split()
+    evaluator = Evaluator()
+    results = {}
+    for n in names:
+        scorer = make_baseline(n).fit(split)
+        results[n] = {st: evaluator.evaluate(scorer, split, st) for st in ("valid", "test")}
+    print(f"dataset {split.name} ({split.fingerprint}): {split.num_users:,} users, "
+          f"{split.num_items:,} items; exclude_history={evaluator.exclude_history}")
+    print(format_table(results))
+    record = results_json(results, evaluator.protocol(), split, {"env": env_info()})
+    write_results(run_dir, record)
+    save_ranks(Path(run_dir) / "ranks.safetensors", results)
+    return record

@@ -180,7 +180,8 @@ class HardNegativeSampler:
         return None                          # the hard distribution has no fixed q
 
     def state(self) -> dict:
-        # The index is rebuilt from the model after a resume (index=None), so only RNG + counters.
+        # Only RNG + counters: after a resume the index is rebuilt from the current weights at the
+        # first call, so a run resumed between refreshes is not bit-identical to an unbroken one.
         return {"bit_generator": self.rng.bit_generator.state, "calls": self.calls}
 
     def load_state(self, state: dict) -> None:
@@ -236,16 +237,17 @@ class MixtureNegativeSampler:
 
     def __init__(self, split: SplitData, seed: int = 0, ratios: dict | None = None):
         ratios = dict(ratios or {"hard": 0.5, "uniform": 0.3, "popularity": 0.2})
-        if not ratios or any(v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
-            raise RecError(f"MixtureNegativeSampler.ratios={ratios} must be non-negative with a "
-                           "positive sum")
         self.names = list(ratios)
+        self.set_ratios(ratios)                          # validates before components are built
         self.components = {name: build_component(name, split, seed + 1 + i)
                            for i, name in enumerate(self.names)}
-        self.set_ratios(ratios)
         self.rng = np.random.default_rng(seed)
 
     def set_ratios(self, ratios: dict) -> None:
+        if any(v < 0 for v in ratios.values()) or sum(ratios.values()) <= 0:
+            raise RecError(f"negative-sampler mixture ratios {ratios} must be non-negative with a "
+                           "positive sum (MixtureNegativeSampler.ratios / "
+                           "CurriculumNegativeSampler.phase_ratios)")
         unknown = set(ratios) - set(self.names)
         if unknown:
             raise RecError(f"mixture ratios name samplers {sorted(unknown)} that are not components "
@@ -312,6 +314,8 @@ class CurriculumNegativeSampler(MixtureNegativeSampler):
         names = {k: 0.0 for r in phase_ratios for k in r}
         super().__init__(split, seed=seed, ratios={**names, **phase_ratios[0]})
         self.phase_epochs, self.phase_ratios = phase_epochs, phase_ratios
+        for ratios in phase_ratios:                      # fail at start, not at a later epoch
+            self.set_ratios(ratios)
         self.phase = 0
         self.set_epoch(0)
 

@@ -1,6 +1,7 @@
 """Bad input gives one clear line (RecError) naming the file and the fix, and leaves nothing behind."""
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -244,7 +245,6 @@ def test_script_success_writes_results_and_config(tmp_path):
                                 env={"SEMID_DATA_ROOT": str(d.parent)})
     assert proc.returncode == 0, proc.stderr
     assert "| users | 4 | 3 |" in proc.stdout and "| interactions | 10 | 9 |" in proc.stdout
-    import json
     res = json.loads((run_dir / "results.json").read_text())
     assert res["dataset"]["raw_counts"]["users"] == 4 and res["dataset"]["counts"]["users"] == 3
     assert "load_split.k_core = 0" in (run_dir / "config.gin").read_text()

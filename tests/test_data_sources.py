@@ -2,7 +2,11 @@
 import gzip
 import hashlib
 import io
+import json
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import gin
 import numpy as np
@@ -213,7 +217,7 @@ def test_input_fingerprint_hashes_bytes_and_options_without_parsing(tmp_path):
 def test_gin_selects_dataset_and_source_path(tmp_path, clean_gin):
     d = write_ml_csv(tmp_path / "ml", "userId,movieId,rating,timestamp\n"
                      + "".join(f"{u},{m},4.0,{u * 10 + m}\n" for u in (1, 2) for m in (1, 2, 3)))
-    gin.parse_config([f"load_split.name = 'ml-latest-small'", "load_split.k_core = 0",
+    gin.parse_config(["load_split.name = 'ml-latest-small'", "load_split.k_core = 0",
                       f"MovieLensLatestSmallSource.path = '{d}'"])
     split = load_split()
     assert split.name == "ml-latest-small" and split.stats()["interactions"] == 6
@@ -241,3 +245,23 @@ def test_download_checks_md5_and_extracts_below_the_top_folder(tmp_path):
     assert (out / "u.data").read_text() == "1\t1\t5\t10\n"
     assert not (out / "ml-100k.zip").exists()                          # the zip is removed
     assert download_movielens("ml-100k", out, archive=arch) == []       # present: no download
+
+
+# ---- the stats table of scripts/prepare_data.py agrees with the pinned counts ------------------
+
+@pytest.mark.parametrize("dataset, rows", [
+    ("ml-latest-small", ["| users | 610 | 610 |", "| items | 9,724 | 3,650 |",
+                         "| interactions | 100,836 | 90,274 |"]),
+    ("amazon-beauty", ["| users | 22,363 | 22,363 |", "| items | 12,101 | 12,101 |",
+                       "| interactions | 198,502 | 198,502 |", "| train interactions | - | 153,776 |"]),
+])
+def test_prepare_data_prints_raw_and_split_counts(data_root, tmp_path, dataset, rows):
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "scripts/prepare_data.py", "--gin_file",
+                           f"configs/{dataset}/data.gin", "--run_dir", str(tmp_path / "run")],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for r in rows:
+        assert r in proc.stdout
+    res = json.loads((tmp_path / "run" / "results.json").read_text())["dataset"]
+    assert res["name"] == dataset and len(res["fingerprint"]) == 16

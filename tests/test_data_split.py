@@ -110,3 +110,11 @@ def test_users_with_fewer_than_three_events_are_dropped_and_ids_renumbered():
     assert s.user_raw_ids.tolist() == ["2"]                  # users 1 (1 event), 3 (2 events) dropped
     assert s.catalogue.raw_ids.tolist() == ["", "i2", "i3", "i4"]   # item 1 no longer occurs
     assert (s.valid_item[0], s.test_item[0]) == (2, 3) and seq(s, 0) == [1]
+
+
+def test_many_equal_timestamps_keep_file_order():
+    # 300 events, one user: the first is the latest, the other 299 share one timestamp. Only a
+    # stable sort keeps those 299 in file order (an unstable one scrambles a run this long).
+    rows = [(1, 300, 9)] + [(1, i, 5) for i in range(1, 300)]
+    inter = table(rows, num_items=300)
+    assert inter.item.tolist() == list(range(1, 301))

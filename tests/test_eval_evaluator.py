@@ -438,3 +438,12 @@ def test_random_generated_lists_match_brute_force(case, exclude, seed):
             seen.add(i)
         expected.append(kept.index(target) if target in kept else MISS)
     assert res.ranks[FULL].tolist() == expected
+
+
+def test_items_past_num_generated_are_not_credited():
+    class TooLong:
+        def generate(self, batch, num_items):
+            return torch.arange(1, 61)[None, :]        # 60 items, target 55 at position 54
+    split = make_split([[60]], valid=[55], test=[55], num_items=60)
+    assert full_rank(TooLong(), split, num_generated=50) == [MISS]
+    assert full_rank(TooLong(), split, num_generated=60) == [54]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from retrieval.baselines import ItemCooccurrence, MostPopular
+from retrieval.cli import parse_gin
 from retrieval.data import load_split
 from retrieval.evaluation import Evaluator
 from retrieval.io import load_tensors
@@ -93,3 +94,16 @@ def test_user_errors_are_one_line_and_leave_nothing(tmp_path, param, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "amazon-beauty", "ml-latest-small", "ml-100k", "ml-25m"])
+def test_frozen_baseline_configs_parse_and_select_their_dataset(dataset, monkeypatch):
+    monkeypatch.chdir(ROOT)                          # gin includes are relative to the repo root
+    try:
+        parse_gin([f"configs/{dataset}/baseline.gin"], [])
+        assert gin.query_parameter("load_split.name") == dataset
+        assert gin.query_parameter("evaluate_baseline.model") == ["popularity", "cooccurrence"]
+        assert gin.query_parameter("Evaluator.exclude_history") is True
+        assert gin.query_parameter("Evaluator.sample_seed") == 12345
+    finally:
+        gin.clear_config()

@@ -42,7 +42,7 @@ def test_quantizer_codes_and_loss_by_hand():
     l1 = (1.0 ** 2 + 0.2 ** 2) / 2
     l2 = (0.0 + 0.3 ** 2) / 2
     assert out.loss.item() == pytest.approx(1.25 * (l1 + l2), rel=1e-5)
-    torch.testing.assert_close(out.residuals[:, 1], torch.tensor([[-1.0], [-0.3]]))
+    torch.testing.assert_close(out.residuals[:, 1], torch.tensor([[-1.0], [0.2]]))  # level-2 inputs
 
 
 def test_dead_codes_are_reseeded_from_current_residuals():

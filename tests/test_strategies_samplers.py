@@ -277,6 +277,9 @@ def test_curriculum_rejects_bad_phase_epochs():
     with pytest.raises(RecError, match="phase_epochs"):
         CurriculumNegativeSampler(random_split(5, 20, 3, 0), phase_epochs=(1, 3),
                                   phase_ratios=({"uniform": 1.0}, {"uniform": 1.0}))
+    with pytest.raises(RecError, match="positive sum"):
+        CurriculumNegativeSampler(random_split(5, 20, 3, 0), phase_epochs=(0, 3),
+                                  phase_ratios=({"uniform": 1.0}, {"uniform": 0.0}))
 
 
 def test_negative_count_schedule_ramps_linearly_then_holds():

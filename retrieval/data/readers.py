@@ -95,9 +95,12 @@ def read_numeric(source: Path | bytes, columns: dict[str, str], *, where: str,
     conv = pacsv.ConvertOptions(column_types={c: _TYPES[t] for c, t in columns.items()},
                                 include_columns=list(columns), strings_can_be_null=False)
     parse = pacsv.ParseOptions(delimiter=delimiter, quote_char=False if names else '"')
-    src = pa.BufferReader(source) if isinstance(source, (bytes, bytearray)) else str(source)
-    header = names if names else (check_header(Path(source), list(columns), delimiter)
-                                  if not isinstance(source, (bytes, bytearray)) else list(columns))
+    in_memory = isinstance(source, (bytes, bytearray))
+    src = pa.BufferReader(source) if in_memory else str(source)
+    if names:
+        header = names
+    else:
+        header = list(columns) if in_memory else check_header(Path(source), list(columns), delimiter)
     try:
         table = pacsv.read_csv(src, read_options=read_opts, parse_options=parse,
                                convert_options=conv)

@@ -269,6 +269,7 @@ class Evaluator:
         if ranked.dim() != 2 or ranked.shape[0] != B:
             raise RecError(f"{type(model).__name__}.generate returned shape {tuple(ranked.shape)}; "
                            f"expected (batch, num_items) = ({B}, {self.num_generated})")
+        ranked = ranked[:, :self.num_generated]            # never credit items past the beam width
         valid = (ranked > 0) & (ranked <= num_items)
         G = ranked.shape[1]
         earlier = torch.ones(G, G, dtype=torch.bool, device=device).tril(-1)     # [j, j'] j' < j

@@ -37,7 +37,7 @@ def tiny_model(sids: SemanticIds, seed: int = 0, beam_width: int = 50, exclude_h
                num_user_tokens: int = 7, **kw) -> OneRecModel:
     """A small random T5 generator in eval mode."""
     torch.manual_seed(seed)
-    args = dict(d_model=16, num_layers=1, num_decoder_layers=2, num_heads=2, d_kv=8, d_ff=32,
+    args = dict(d_model=16, num_layers=2, num_decoder_layers=2, num_heads=2, d_kv=8, d_ff=32,
                 num_user_tokens=num_user_tokens, beam_width=beam_width,
                 exclude_history=exclude_history)
     args.update(kw)

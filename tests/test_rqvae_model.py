@@ -70,7 +70,7 @@ def test_encoder_widths_adapt_to_the_input():
     assert out.recon.shape == (4, 384) and out.codes.shape == (4, 3)
 
 
-def _topics(n_per=64, topics=8, dim=24, seed=0):
+def _topics(n_per=16, topics=32, dim=24, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((topics, dim))
     labels = np.repeat(np.arange(topics), n_per)
@@ -100,7 +100,7 @@ def test_rqvae_trains_uses_its_codebooks_and_groups_topics(gradient):
 
 
 def test_rqvae_same_seed_gives_identical_codes_and_weights():
-    x, _ = _topics(n_per=32)
+    x, _ = _topics(n_per=8)
     a, b = _small_tokenizer(steps=40), _small_tokenizer(steps=40)
     assert np.array_equal(a.fit(x), b.fit(x))
     wa, wb = a.weights(), b.weights()
@@ -110,7 +110,7 @@ def test_rqvae_same_seed_gives_identical_codes_and_weights():
 
 
 def test_rqvae_refuses_nan_embeddings():
-    x, _ = _topics(n_per=32)
+    x, _ = _topics(n_per=8)
     x[3, 0] = np.inf
     with pytest.raises(RecError, match=r"NaN or inf \(first rows \[3\]"):
         _small_tokenizer().fit(x)

@@ -26,7 +26,7 @@ class StepDecoder(Protocol):
 
     def start_tokens(self) -> torch.Tensor: ...          # (U,) first input token, one beam per user
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor: ...   # (R,) -> (R, V) log-probabilities
+    def step(self, tokens: torch.Tensor, lo: int, hi: int) -> torch.Tensor: ...  # (R,) -> (R, hi-lo) log-probs
 
     def reorder(self, index: torch.Tensor) -> None: ...  # new row r <- old row index[r]
 
@@ -65,7 +65,7 @@ def constrained_beam_search(decoder: StepDecoder, trie: PrefixTrie, beam_width: 
         children = trie.step_children(t)
         W = children.shape[1]
         off = int(trie.vocab.offsets[t])
-        logp = decoder.step(tokens_in)[:, off:off + W].view(U, nb, W)   # (U, nb, W)
+        logp = decoder.step(tokens_in, off, off + W).view(U, nb, W)     # (U, nb, W)
         child = children[node.clamp(min=0)].long()                      # (U, nb, W)
         valid = (child >= 0) & (node >= 0)[..., None]
         if exclude is not None and t == steps - 1:

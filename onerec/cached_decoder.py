@@ -3,8 +3,8 @@
 It runs the weights of a `transformers` T5ForConditionalGeneration with the same arithmetic as its
 decoder, but lays the caches out for beams:
 
-- self-attention keys/values: a preallocated (U*nb, heads, L+1, d_kv) buffer per layer, reordered
-  with one index_select when beams are re-ranked;
+- self-attention keys/values: (U*nb, heads, t, d_kv) per layer, reordered with one index_select
+  when beams are re-ranked (t <= L+1 is tiny);
 - cross-attention keys/values: computed once per *user* (U, heads, T, d_kv) and shared by all the
   user's beams, whose queries are treated as nb query positions of that user. The beams never
   copy the encoder states (the `transformers` cache copies them per beam and on every reorder).
@@ -43,8 +43,11 @@ class CachedT5Decoder:
         # relative position bias of the decoder self-attention, shared by all layers: (1, H, S, S)
         sa0 = t5.decoder.block[0].layer[0].SelfAttention
         self.self_bias = sa0.compute_bias(max_steps, max_steps, device=enc.device).to(enc.dtype)
-        self.self_k = [enc.new_zeros(U, self.heads, max_steps, self.d_kv) for _ in t5.decoder.block]
-        self.self_v = [enc.new_zeros(U, self.heads, max_steps, self.d_kv) for _ in t5.decoder.block]
+        # q, k, v of the self-attention as one matmul (same weights, one kernel instead of three)
+        self.qkv = [torch.cat([b.layer[0].SelfAttention.q.weight, b.layer[0].SelfAttention.k.weight,
+                               b.layer[0].SelfAttention.v.weight]) for b in t5.decoder.block]
+        self.self_k: list[torch.Tensor | None] = [None] * len(t5.decoder.block)   # (R, H, t, dk)
+        self.self_v: list[torch.Tensor | None] = [None] * len(t5.decoder.block)
         self.t = 0
 
     def start_tokens(self) -> torch.Tensor:
@@ -56,32 +59,30 @@ class CachedT5Decoder:
         self.self_k = [k.index_select(0, index) for k in self.self_k]
         self.self_v = [v.index_select(0, index) for v in self.self_v]
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (R,) at step t (R = U*nb) -> log-probabilities of the next token (R, V)."""
+    def step(self, tokens: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """tokens (R,) at step t (R = U*nb) -> log-probabilities (R, hi-lo) of next tokens lo..hi-1,
+        normalised over the whole vocabulary."""
         t5, t, H, dk = self.t5, self.t, self.heads, self.d_kv
         R, U = tokens.shape[0], self.num_users
         nb = R // U
-        h = t5.decoder.embed_tokens(tokens)[:, None, :]                         # (R, 1, d)
+        h = t5.decoder.embed_tokens(tokens)                                     # (R, d)
         bias = self.self_bias[:, :, t:t + 1, :t + 1]                            # (1, H, 1, t+1)
         for i, block in enumerate(t5.decoder.block):
             sa, ca, ff = block.layer[0], block.layer[1], block.layer[2]
-            att = sa.SelfAttention
-            x = sa.layer_norm(h)
-            q = att.q(x).view(R, 1, H, dk).transpose(1, 2)                       # (R, H, 1, dk)
-            self.self_k[i][:, :, t] = att.k(x).view(R, H, dk)
-            self.self_v[i][:, :, t] = att.v(x).view(R, H, dk)
-            k, v = self.self_k[i][:, :, :t + 1], self.self_v[i][:, :, :t + 1]   # (R, H, t+1, dk)
+            q, k, v = (sa.layer_norm(h) @ self.qkv[i].T).view(R, 3, H, 1, dk).unbind(1)   # (R, H, 1, dk)
+            if t:
+                k, v = torch.cat([self.self_k[i], k], 2), torch.cat([self.self_v[i], v], 2)
+            self.self_k[i], self.self_v[i] = k, v                               # (R, H, t+1, dk)
             w = torch.softmax(q @ k.transpose(2, 3) + bias, dim=-1)             # T5: no 1/sqrt(d)
-            h = h + att.o((w @ v).transpose(1, 2).reshape(R, 1, H * dk))
+            h = h + sa.SelfAttention.o((w @ v).view(R, H * dk))
             att = ca.EncDecAttention
-            x = ca.layer_norm(h)
-            q = att.q(x).view(U, nb, H, dk).transpose(1, 2)                      # (U, H, nb, dk)
+            q = att.q(ca.layer_norm(h)).view(U, nb, H, dk).transpose(1, 2)      # (U, H, nb, dk)
             w = torch.softmax(q @ self.cross_k[i].transpose(2, 3) + self.enc_bias, dim=-1)  # (U,H,nb,T)
-            o = (w @ self.cross_v[i]).transpose(1, 2).reshape(R, 1, H * dk)       # (R, 1, H*dk)
-            h = h + att.o(o)
+            h = h + att.o((w @ self.cross_v[i]).transpose(1, 2).reshape(R, H * dk))
             h = ff(h)
-        h = t5.decoder.final_layer_norm(h)[:, 0]                                  # (R, d)
+        h = t5.decoder.final_layer_norm(h)                                       # (R, d)
         if t5.config.scale_decoder_outputs:
             h = h * (t5.config.d_model ** -0.5)
         self.t += 1
-        return torch.log_softmax(t5.lm_head(h).float(), dim=-1)                  # (R, V)
+        logits = t5.lm_head(h).float()                                           # (R, V)
+        return logits[:, lo:hi] - torch.logsumexp(logits, dim=-1, keepdim=True)

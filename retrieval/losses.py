@@ -22,7 +22,6 @@ from __future__ import annotations
 import gin
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from retrieval.errors import RecError
 
@@ -36,22 +35,71 @@ def _sampled_scores(hidden, positives, negatives, item_emb):
     return s_pos, s_neg
 
 
-def _ce_chunk(hidden, positives, item_emb, temperature):
-    logits = (hidden @ item_emb.T).float() / temperature                # (p, N+1)
-    logits[:, 0] = float("-inf")                                          # padding is no candidate
-    return F.cross_entropy(logits, positives, reduction="sum")
+class _FullSoftmaxCE(torch.autograd.Function):
+    """Σ_p [logsumexp_j s_pj − s_p,pos_p] over all items j ≥ 1, s = hidden · item_embᵀ.
+
+    Written by hand because autograd's version keeps several (P, N+1) tensors alive and makes ~10
+    passes over them; this one makes 3 matmuls and the exp passes, in row chunks. The logits are
+    kept for backward when they fit `keep_elements`, otherwise recomputed chunk by chunk, so memory
+    stays O(chunk · N) even at ML-25M sizes. Gradient: (softmax − onehot) · grad.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, item_emb, positives, chunk, keep_elements):
+        P = hidden.shape[0]
+        keep = P * item_emb.shape[0] <= keep_elements
+        total = hidden.new_zeros((), dtype=torch.float32)
+        lses, kept = [], []
+        for s in range(0, P, chunk):
+            logits = (hidden[s:s + chunk] @ item_emb.T).float()          # (c, N+1)
+            logits[:, 0] = float("-inf")                                  # padding is no candidate
+            lse = torch.logsumexp(logits, dim=1)                          # (c,)
+            total = total + (lse - logits.gather(1, positives[s:s + chunk, None])[:, 0]).sum()
+            lses.append(lse)
+            if keep:
+                kept.append(logits)
+        ctx.save_for_backward(hidden, item_emb, positives, torch.cat(lses))
+        ctx.kept, ctx.chunk = kept, chunk
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, item_emb, positives, lse = ctx.saved_tensors
+        d_hidden = torch.empty_like(hidden)
+        d_emb = torch.zeros_like(item_emb, dtype=torch.float32)
+        for i, s in enumerate(range(0, hidden.shape[0], ctx.chunk)):
+            h = hidden[s:s + ctx.chunk]
+            if ctx.kept:
+                logits = ctx.kept[i]
+            else:
+                logits = (h @ item_emb.T).float()
+                logits[:, 0] = float("-inf")
+            p = logits.sub_(lse[s:s + ctx.chunk, None]).exp_()           # softmax, in place
+            p[torch.arange(len(h), device=p.device), positives[s:s + ctx.chunk]] -= 1.0
+            p.mul_(grad)
+            d_hidden[s:s + ctx.chunk] = (p @ item_emb.float()).to(hidden.dtype)
+            d_emb.addmm_(p.T, h.float())
+        ctx.kept = None
+        return d_hidden, d_emb.to(item_emb.dtype), None, None, None
+
+
+def full_softmax_cross_entropy(hidden: torch.Tensor, positives: torch.Tensor, item_emb: torch.Tensor,
+                               chunk: int = 1024, keep_elements: int = 50_000_000) -> torch.Tensor:
+    """Mean cross-entropy of each positive against all N items (hidden (P, d), positives (P,))."""
+    total = _FullSoftmaxCE.apply(hidden, item_emb, positives, chunk, keep_elements)
+    return total / max(1, hidden.shape[0])
 
 
 @gin.configurable
 class ScorerLoss:
     """A named objective. num_negatives: n for the sampled losses (ignored by ce / infonce).
     temperature: τ of the softmax losses. margin: m of the margin loss. logq_correction: subtract
-    the sampler's log q from sampled-softmax logits. ce_chunk: rows per chunk of the full softmax;
-    chunks are recomputed in the backward pass, so memory is O(ce_chunk · N), not O(P · N).
+    the sampler's log q from sampled-softmax logits. ce_chunk: rows per chunk of the full softmax
+    (see full_softmax_cross_entropy).
     """
 
     def __init__(self, name: str = "bce", num_negatives: int = 1, temperature: float = 1.0,
-                 margin: float = 1.0, logq_correction: bool = False, ce_chunk: int = 4096):
+                 margin: float = 1.0, logq_correction: bool = False, ce_chunk: int = 1024):
         if name not in LOSSES:
             raise RecError(f"unknown loss {name!r} (ScorerLoss.name); choose one of: {', '.join(LOSSES)}")
         if name in _SAMPLED and num_negatives < 1:
@@ -85,15 +133,8 @@ class ScorerLoss:
             target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
             return F.cross_entropy(logits / self.temperature, target)
         if name == "ce":
-            total = hidden.new_zeros((), dtype=torch.float32)
-            for s in range(0, len(hidden), self.ce_chunk):
-                h, p = hidden[s:s + self.ce_chunk], positives[s:s + self.ce_chunk]
-                if torch.is_grad_enabled() and len(hidden) > self.ce_chunk:
-                    total = total + checkpoint(_ce_chunk, h, p, item_emb, self.temperature,
-                                               use_reentrant=False)
-                else:
-                    total = total + _ce_chunk(h, p, item_emb, self.temperature)
-            return total / max(1, len(hidden))
+            return full_softmax_cross_entropy(hidden / self.temperature if self.temperature != 1.0
+                                              else hidden, positives, item_emb, self.ce_chunk)
         # infonce: candidates = distinct positives of the batch.
         cand, target = torch.unique(positives, return_inverse=True)       # (C,), (P,)
         logits = (hidden @ item_emb[cand].T).float() / self.temperature    # (P, C)

@@ -87,8 +87,11 @@ class TextEncoder:
         from tqdm import tqdm
         from transformers import AutoModel, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
         d = self._check_dir()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        hf_logging.disable_progress_bar()  # our own bar below is the one progress line
         try:
             tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
             model = AutoModel.from_pretrained(str(d), local_files_only=True).eval()

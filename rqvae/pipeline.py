@@ -12,6 +12,7 @@ from retrieval.data.types import SplitData
 from rqvae.artifact import SemanticIds
 from rqvae.disambiguation import collision_stats, disambiguate, level_stats
 from rqvae.embeddings import ItemEmbeddings, item_embeddings
+from rqvae.residual_kmeans import check_input
 from rqvae.tokenizer import Tokenizer, make_tokenizer, reconstruction_metrics
 
 
@@ -37,10 +38,12 @@ def semantic_id_metrics(x: np.ndarray, recon: np.ndarray, codes: np.ndarray,
 
 def build_semantic_ids(split: SplitData, tokenizer: Tokenizer | None = None,
                        embeddings: ItemEmbeddings | None = None) -> StageOneResult:
+    tok = tokenizer or make_tokenizer()
+    # Fail before the (slow) embedding step when the catalogue cannot fill the codebook.
+    check_input(np.zeros((split.num_items, 1), np.float32), tok.codebook_size, tok.name)
     t0 = time.perf_counter()
     emb = embeddings or item_embeddings(split)
     t_emb = time.perf_counter() - t0
-    tok = tokenizer or make_tokenizer()
     t1 = time.perf_counter()
     codes = tok.fit(emb.vectors)                                   # (N, L)
     t_fit = time.perf_counter() - t1

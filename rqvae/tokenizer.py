@@ -13,6 +13,8 @@ import gin
 import numpy as np
 
 from retrieval.errors import RecError
+from rqvae.residual_kmeans import BalancedRQKMeans, RQKMeans
+from rqvae.rqvae_model import RQVAETokenizer
 
 
 class Tokenizer(Protocol):
@@ -27,13 +29,7 @@ class Tokenizer(Protocol):
     def weights(self) -> dict: ...
 
 
-def _registry() -> dict:
-    from rqvae.residual_kmeans import BalancedRQKMeans, RQKMeans
-    from rqvae.rqvae_model import RQVAETokenizer
-    return {"rqvae": RQVAETokenizer, "rqkmeans": RQKMeans, "balanced_rqkmeans": BalancedRQKMeans}
-
-
-TOKENIZERS = ("rqvae", "rqkmeans", "balanced_rqkmeans")
+TOKENIZERS = {"rqvae": RQVAETokenizer, "rqkmeans": RQKMeans, "balanced_rqkmeans": BalancedRQKMeans}
 
 
 @gin.configurable
@@ -41,13 +37,12 @@ def make_tokenizer(name: str = "rqvae", levels: int = 3, codebook_size: int = 25
                    seed: int = 0) -> Tokenizer:
     """The tokenizer `name` with L = `levels` x K = `codebook_size` codes; its own options are
     bound on its class in gin (e.g. RQVAETokenizer.steps)."""
-    reg = _registry()
-    if name not in reg:
+    if name not in TOKENIZERS:
         raise RecError(f"make_tokenizer.name = {name!r} is unknown; choose one of: {', '.join(TOKENIZERS)}")
     if int(levels) < 1 or int(codebook_size) < 2:
         raise RecError(f"make_tokenizer: need levels >= 1 and codebook_size >= 2, got "
                        f"levels={levels}, codebook_size={codebook_size}")
-    return reg[name](levels=int(levels), codebook_size=int(codebook_size), seed=int(seed))
+    return TOKENIZERS[name](levels=int(levels), codebook_size=int(codebook_size), seed=int(seed))
 
 
 def reconstruction_metrics(x: np.ndarray, recon: np.ndarray) -> dict:

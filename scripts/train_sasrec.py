@@ -13,18 +13,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# Imported before gin parses the configs, so every configurable they name is registered.
 from retrieval import cli  # noqa: E402
+from retrieval.data import load_split  # noqa: E402
+from retrieval.io import write_json  # noqa: E402
+from retrieval.losses import ScorerLoss  # noqa: E402
+from retrieval.models import SequentialScorer  # noqa: E402
+from retrieval.negatives import build_negative_sampler  # noqa: E402
+from retrieval.scorer_trainer import ScorerTrainer  # noqa: E402
+from retrieval.training import set_seed  # noqa: E402
 
 
 def main(args, run_dir: Path) -> None:
-    from retrieval.data import load_split
-    from retrieval.io import write_json
-    from retrieval.losses import ScorerLoss
-    from retrieval.models import SequentialScorer
-    from retrieval.negatives import build_negative_sampler
-    from retrieval.scorer_trainer import ScorerTrainer
-    from retrieval.training import set_seed
-
     trainer = ScorerTrainer()
     loss = ScorerLoss()
     set_seed(trainer.seed)

@@ -75,14 +75,21 @@ def test_equals_transformers_generate(beams):
 
 
 def test_equals_transformers_generate_with_history_exclusion():
-    sids = random_sids(60, levels=2, codebook_size=4, seed=4)
+    # every L-prefix holds two items (d = 0, 1) and histories hold only d = 1 items, so no prefix
+    # is entirely excluded (transformers refuses a prefix with no allowed token)
+    prefixes = np.repeat(np.array([[a, b] for a in range(4) for b in range(4)]), 2, axis=0)
+    sids = sids_from_prefixes(prefixes, codebook_size=4)
     model = tiny_model(sids, seed=4, beam_width=10, exclude_history=True)
-    batch = _histories(5, 8, 60, seed=4)
+    rng = np.random.default_rng(4)
+    items = torch.from_numpy(2 * rng.integers(1, 17, size=(5, 8)))               # even = d 1
+    batch = HistoryBatch(torch.arange(5), items, torch.zeros_like(items))
     ours = model.beam_search(batch, 10)
     hf_items, hf_scores = _hf_generate(model, batch, 10, exclude_history=True)
     assert_same_ranking(ours.items, ours.scores, hf_items, hf_scores)
     for u in range(5):
-        assert not set(ours.items[u].tolist()) & set(batch.items[u].tolist()) - {0}
+        assert not set(ours.items[u].tolist()) & set(batch.items[u].tolist())
+    plain = tiny_model(sids, seed=4, beam_width=10, exclude_history=False).beam_search(batch, 10)
+    assert any(set(plain.items[u].tolist()) & set(batch.items[u].tolist()) for u in range(5))
 
 
 def test_exhaustive_beam_equals_brute_force_enumeration():

@@ -1,0 +1,173 @@
+"""Training loop: exact resume, NaN detection, config checks, and the script end to end."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gin
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import retrieval.data  # noqa: F401  (registers the dataset sources)
+from onerec.trainer import OneRecTrainer, lr_factor
+from onerec_helpers import make_split, random_sids, tiny_model
+from retrieval.data.registry import load_split
+from retrieval.errors import RecError
+from retrieval.evaluation import Evaluator
+
+REPO = Path(__file__).resolve().parents[1]
+SYN = ["SyntheticSource.num_users = 80", "SyntheticSource.num_items = 60",
+       "SyntheticSource.mean_length = 8.0"]
+
+
+def _toy_split():
+    rng = np.random.default_rng(0)
+    train = [list(rng.integers(1, 31, size=rng.integers(3, 9))) for _ in range(30)]
+    return make_split(train=train, valid=list(rng.integers(1, 31, 30)),
+                      test=list(rng.integers(1, 31, 30)), num_items=30)
+
+
+def _trainer(**kw):
+    args = dict(batch_size=16, lr=3e-3, warmup_steps=3, max_epochs=2, eval_every_steps=5,
+                eval_users=12, checkpoint_every_steps=3, log_every_steps=1, patience=50, seed=5,
+                progress=False)
+    args.update(kw)
+    return OneRecTrainer(**args)
+
+
+def _evaluator():
+    return Evaluator(ks=(5, 10), num_generated=10, batch_size=8, progress=False)
+
+
+def test_lr_schedule_by_hand():
+    assert lr_factor(0, 4, "inverse_sqrt", 100) == pytest.approx(0.25)
+    assert lr_factor(3, 4, "inverse_sqrt", 100) == pytest.approx(1.0)
+    assert lr_factor(15, 4, "inverse_sqrt", 100) == pytest.approx(0.5)          # sqrt(4 / 16)
+    assert lr_factor(3, 4, "cosine", 14) == pytest.approx(1.0)
+    assert lr_factor(8, 4, "cosine", 14) == pytest.approx(0.5)                  # half way: cos(pi/2)
+    with pytest.raises(RecError, match="schedule='linear' is unknown"):
+        lr_factor(5, 4, "linear", 10)
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
+    split = _toy_split()
+    sids = random_sids(30, levels=2, codebook_size=4, seed=1)
+    full = tmp_path / "full"
+    _trainer().fit(tiny_model(sids, seed=3, beam_width=10), split, full, "h", _evaluator())
+
+    crashed = tmp_path / "crashed"
+
+    def crash(step):
+        if step == 7:                       # after the step-6 checkpoint and the step-5 evaluation
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _trainer().fit(tiny_model(sids, seed=3, beam_width=10), split, crashed, "h", _evaluator(),
+                       on_step=crash)
+    assert json.loads((crashed / "checkpoints/last.json").read_text())["state"]["step"] == 6
+    _trainer().fit(tiny_model(sids, seed=99, beam_width=10), split, crashed, "h", _evaluator(),
+                   resume=True)
+    for name in ("last", "best"):
+        a = load_file(str(full / f"checkpoints/{name}.safetensors"))
+        b = load_file(str(crashed / f"checkpoints/{name}.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("samples_per_s", "train_seconds")}
+                        for r in rs]
+    read = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
+    assert strip(read(full)) == strip(read(crashed))
+
+
+def test_nan_loss_names_the_step(tmp_path):
+    split = _toy_split()
+    model = tiny_model(random_sids(30, levels=2, codebook_size=4), beam_width=10)
+    with torch.no_grad():
+        model.t5.shared.weight.fill_(float("nan"))
+    with pytest.raises(RecError, match=r"training loss is nan at step 1 \(epoch 0, batch 0\)"):
+        _trainer().fit(model, split, tmp_path / "run", "h", _evaluator())
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    split = _toy_split()
+    sids = random_sids(30, levels=2, codebook_size=4)
+    _trainer(max_epochs=1).fit(tiny_model(sids, beam_width=10), split, tmp_path, "hash-a", _evaluator())
+    with pytest.raises(RecError, match="checkpoint was made with another configuration"):
+        _trainer().fit(tiny_model(sids, beam_width=10), split, tmp_path, "hash-b", _evaluator(),
+                       resume=True)
+
+
+# ---- the script, in a subprocess -------------------------------------------------------------
+
+@pytest.fixture
+def synthetic_sids(tmp_path):
+    """A semantic-ID artifact for the small synthetic split the script tests use."""
+    gin.clear_config()
+    gin.parse_config(["load_split.name = 'synthetic'"] + SYN)
+    split = load_split()
+    gin.clear_config()
+    sids = random_sids(split.num_items, levels=2, codebook_size=8, seed=0,
+                       fingerprint=split.fingerprint)
+    sids.save(tmp_path / "sids")
+    return tmp_path / "sids"
+
+
+def _script(run_dir, sids_dir, *params, resume=False):
+    cmd = [sys.executable, str(REPO / "scripts/train_onerec.py"),
+           "--gin_file", "configs/synthetic/onerec.gin", "--run_dir", str(run_dir),
+           "--gin_param", f"train_onerec.semantic_ids_dir = '{sids_dir}'",
+           "--gin_param", "OneRecModel.d_model = 16", "--gin_param", "OneRecModel.d_ff = 32",
+           "--gin_param", "OneRecModel.num_heads = 2", "--gin_param", "OneRecModel.d_kv = 8",
+           "--gin_param", "OneRecModel.num_layers = 1", "--gin_param", "OneRecModel.num_decoder_layers = 1",
+           "--gin_param", "OneRecTrainer.max_steps = 4", "--gin_param", "OneRecTrainer.batch_size = 64",
+           "--gin_param", "OneRecTrainer.progress = False", "--gin_param", "Evaluator.progress = False",
+           "--gin_param", "OneRecTrainer.log_every_steps = 2"]
+    for p in SYN + list(params):
+        cmd += ["--gin_param", p]
+    if resume:
+        cmd.append("--resume")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _one_line_error(proc, pattern):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert pattern in lines[0], lines[0]
+
+
+def test_script_trains_evaluates_and_refuses_a_changed_config(tmp_path, synthetic_sids):
+    run = tmp_path / "run"
+    proc = _script(run, synthetic_sids)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((run / "results.json").read_text())
+    assert res["protocol"]["ks"] == [5, 10, 20, 50] and res["protocol"]["beam_width"] == 50
+    assert res["valid"]["num_users"] == res["test"]["num_users"] == res["counts"]["users"]
+    assert set(res["test"]["full"]) >= {"ndcg@10", "hr@10", "ndcg@50"}
+    assert res["training"]["steps"] == 4
+    kinds = [json.loads(x)["kind"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "train" in kinds and "eval" in kinds
+    assert (run / "config.gin").is_file()
+
+    _one_line_error(_script(run, synthetic_sids), "already holds a training run")
+    changed = _script(run, synthetic_sids, "OneRecTrainer.lr = 0.5", resume=True)
+    _one_line_error(changed, "checkpoint was made with another configuration")
+    assert (run / "results.json").is_file()                     # an existing run is left alone
+
+
+def test_script_refuses_semantic_ids_of_another_dataset(tmp_path):
+    sids = random_sids(50, levels=2, codebook_size=8, fingerprint="0123456789abcdef")
+    sids.save(tmp_path / "other")
+    run = tmp_path / "run"
+    _one_line_error(_script(run, tmp_path / "other"), "built for another dataset or split")
+    assert not run.exists()
+
+
+def test_script_refuses_a_beam_narrower_than_k(tmp_path, synthetic_sids):
+    run = tmp_path / "run"
+    _one_line_error(_script(run, synthetic_sids, "OneRecModel.beam_width = 20"),
+                    "OneRecModel.beam_width=20 is smaller than the largest cut-off K=50")
+    assert not run.exists()

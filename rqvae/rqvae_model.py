@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from retrieval.errors import RecError
 from retrieval.training import set_seed
 from rqvae.quantizer import ResidualQuantizer
 from rqvae.residual_kmeans import check_input
@@ -72,14 +73,19 @@ class RQVAETokenizer:
     def __init__(self, levels: int = 3, codebook_size: int = 256, seed: int = 0,
                  hidden_dims=(512, 256, 128), latent_dim: int = 32, beta: float = 0.25,
                  gradient: str = "rotation", steps: int = 3000, batch_size: int = 1024,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, kmeans_init_size: int = 1024,
-                 reset_every: int = 100, reset_until: float = 0.8, log_every: int = 100):
+                 lr: float = 1e-3, weight_decay: float = 1e-4, lr_schedule: str = "cosine",
+                 kmeans_init_size: int = 1024, reset_every: int = 100, reset_until: float = 1.0,
+                 log_every: int = 100):
         self.levels, self.codebook_size, self.seed = int(levels), int(codebook_size), int(seed)
         self.model_args = dict(hidden_dims=tuple(hidden_dims), latent_dim=int(latent_dim),
                                levels=self.levels, codebook_size=self.codebook_size,
                                beta=float(beta), gradient=gradient)
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.lr, self.weight_decay = float(lr), float(weight_decay)
+        if lr_schedule not in ("constant", "cosine"):
+            raise RecError(f"RQVAETokenizer.lr_schedule = {lr_schedule!r} is unknown; choose "
+                           "'constant' or 'cosine'")
+        self.lr_schedule = lr_schedule
         self.kmeans_init_size = int(kmeans_init_size)
         self.reset_every, self.reset_until, self.log_every = int(reset_every), float(reset_until), int(log_every)
         self.model: RQVAE | None = None
@@ -121,6 +127,9 @@ class RQVAETokenizer:
         others = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
         opt = torch.optim.AdamW([{"params": others, "weight_decay": self.weight_decay},
                                  {"params": codebook, "weight_decay": 0.0}], lr=self.lr)
+        # cosine decay to 10% of lr: the codebooks settle before the final assignment
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 if self.lr_schedule == "constant"
+                                                  else 0.1 + 0.45 * (1 + np.cos(np.pi * s / self.steps)))
         counts = torch.zeros(self.levels, self.codebook_size, dtype=torch.long)
         self.history = []
         t0, window = time.perf_counter(), []
@@ -130,10 +139,11 @@ class RQVAETokenizer:
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
+            sched.step()
             for l in range(self.levels):
                 counts[l] += torch.bincount(out.codes[:, l], minlength=self.codebook_size)
             window.append((out.loss.item(), out.recon_loss.item(), out.quant_loss.item()))
-            n_reset = 0
+            n_reset, usage = 0, None
             if step % self.reset_every == 0:
                 if step <= self.reset_until * self.steps:
                     n_reset = model.quantizer.reset_dead_codes(counts, out.residuals, gen)
@@ -143,7 +153,7 @@ class RQVAETokenizer:
                 m = np.mean(window, axis=0)
                 self.history.append({"step": step, "loss": float(m[0]), "recon_loss": float(m[1]),
                                      "quant_loss": float(m[2]), "dead_codes_reset": n_reset,
-                                     "batch_usage": usage if step % self.reset_every == 0 else None,
+                                     "batch_usage": usage,
                                      "seconds": round(time.perf_counter() - t0, 2)})
                 window = []
         return self.encode(x)

@@ -325,7 +325,7 @@ def test_torch_counting_branch_matches_numpy_branch(synth, monkeypatch):
     table = random_table(synth, seed=8, levels=7)
     table[::5, 3] = NAN
     a = ev().evaluate(TableScorer(table), synth, "test").ranks[FULL]
-    monkeypatch.setattr(evaluator_module._BelowMask, "numpy_on_cpu", False)
+    monkeypatch.setattr(evaluator_module._RankCounter, "numpy_on_cpu", False)
     b = ev().evaluate(TableScorer(table), synth, "test").ranks[FULL]
     assert np.array_equal(a, b)
 
@@ -447,3 +447,16 @@ def test_items_past_num_generated_are_not_credited():
     split = make_split([[60]], valid=[55], test=[55], num_items=60)
     assert full_rank(TooLong(), split, num_generated=50) == [MISS]
     assert full_rank(TooLong(), split, num_generated=60) == [54]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 3), st.floats(0.0, 1.0), st.integers(0, 2**32 - 1))
+def test_row_counts_equal_a_plain_bool_sum(rows, groups, p, seed):
+    m = np.random.default_rng(seed).random((rows, groups * 2040)) < p
+    assert evaluator_module._row_counts(m).tolist() == m.sum(1).tolist()
+
+
+def test_row_counts_of_full_rows_do_not_overflow_byte_lanes():
+    m = np.ones((3, 4080), dtype=bool)
+    m[1] = False
+    assert evaluator_module._row_counts(m).tolist() == [4080, 0, 4080]

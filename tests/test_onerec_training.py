@@ -171,3 +171,22 @@ def test_script_refuses_a_beam_narrower_than_k(tmp_path, synthetic_sids):
     _one_line_error(_script(run, synthetic_sids, "OneRecModel.beam_width = 20"),
                     "OneRecModel.beam_width=20 is smaller than the largest cut-off K=50")
     assert not run.exists()
+
+
+@pytest.mark.parametrize("dataset", ["amazon-beauty", "ml-latest-small", "ml-25m", "synthetic"])
+def test_frozen_configs_parse_and_keep_the_protocol(dataset, monkeypatch):
+    import onerec.pipeline  # noqa: F401  (registers the configurables)
+    from retrieval.evaluation import Evaluator as Ev
+    from onerec.model import OneRecModel
+    monkeypatch.chdir(REPO)
+    gin.clear_config()
+    gin.parse_config_file(f"configs/{dataset}/onerec.gin")
+    try:
+        ev = Ev()
+        assert ev.ks == (5, 10, 20, 50) and ev.num_generated == 50 and ev.exclude_history
+        assert gin.query_parameter("OneRecModel.beam_width") == 50
+        assert gin.query_parameter("load_split.name") == dataset
+        model = OneRecModel(random_sids(20, levels=3, codebook_size=4))
+        assert model.beam_width >= max(ev.ks)
+    finally:
+        gin.clear_config()

@@ -32,10 +32,10 @@ def test_sinkhorn_gradient_matches_autograd_through_unrolled_iterations():
     logits = (torch.randn(6, 4, 4) * 1.5).double()
     upstream = torch.randn(6, 4, 4).double()
     a = logits.clone().requires_grad_()
-    (sinkhorn_knopp(a, 20) * upstream).sum().backward()
+    (sinkhorn_knopp(a, 20, tol=1e-7, max_iters=500) * upstream).sum().backward()
     b = logits.clone().requires_grad_()
-    (_sinkhorn_iterate(b, 500) * upstream).sum().backward()
-    assert torch.allclose(a.grad.double(), b.grad, atol=1e-4)
+    (_sinkhorn_iterate(b, 500) * upstream).sum().backward()          # plain autograd, unrolled
+    assert torch.allclose(a.grad.double(), b.grad, atol=1e-5)
 
 
 def test_static_mappings_start_at_the_plain_residual_point():

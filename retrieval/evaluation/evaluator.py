@@ -12,6 +12,8 @@ is an array op.
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import gin
@@ -100,35 +102,91 @@ def _history_pairs(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray, tar
     return hpos[keep], hi[keep]
 
 
-class _BelowMask:
-    """The boolean matrix `scores < threshold[:, None]` and its row sums, fast on CPU.
+_LANE_COLS = 8 * 255     # bool columns per group of 255 uint64 words (see _row_counts)
 
-    On CPU both run in numpy into one reused buffer (torch's CPU comparison + bool reduction is
-    several times slower, and this is the evaluator's hot loop); elsewhere they run in torch.
-    The returned mask is the caller's to overwrite until the next call.
+
+def _row_counts(m: np.ndarray) -> np.ndarray:
+    """Number of True per row of a C-contiguous bool matrix whose width is a multiple of 2040.
+
+    numpy's bool reduction along an axis is slow; instead each row is read as uint64 words holding
+    8 one-byte 0/1 lanes, and groups of 255 words are added: a lane then holds at most 255, so no
+    carry crosses lanes, and the row count is the sum of the bytes of the group sums.
+    """
+    rows = m.shape[0]
+    lanes = m.view(np.uint64).reshape(rows, -1, 255).sum(axis=2)              # (rows, groups)
+    return lanes.view(np.uint8).reshape(rows, -1).sum(axis=1, dtype=np.int64)
+
+
+class _RankCounter:
+    """rank = #candidates whose score is not below the target's, for a batch of score rows.
+
+    Non-candidates (padding column 0, excluded history pairs, the target itself) are marked
+    "below" before counting. On CPU this runs in numpy over blocks of `block_rows` rows split
+    between threads: a block's boolean mask (block_rows x (N+1)) stays in the core's cache from
+    the comparison through the marking to the count, so the scores are read from memory once, and
+    numpy releases the GIL inside each op. torch's CPU comparison + bool reduction is several times
+    slower; on other devices the same steps run in torch.
     """
 
     numpy_on_cpu = True     # tests switch it off to run the torch branch on CPU
 
-    def __init__(self):
-        self._buf = None
+    def __init__(self, threads: int | None = None, block_rows: int = 16):
+        self.threads = max(1, threads or min(2, torch.get_num_threads()))
+        self.block_rows = block_rows
+        self._pool = None
+        self._local = threading.local()
 
-    def __call__(self, scores: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __call__(self, scores: torch.Tensor, t_score: torch.Tensor, target: torch.Tensor,
+                 hist_b: np.ndarray, hist_i: np.ndarray) -> np.ndarray:
         if scores.device.type != "cpu" or not self.numpy_on_cpu:
-            return scores < threshold[:, None]
+            return self._torch(scores, t_score, target, hist_b, hist_i)
         if scores.dtype == torch.bfloat16:                     # numpy has no bfloat16; exact upcast
-            scores, threshold = scores.float(), threshold.float()
-        s, t = scores.numpy(), threshold.numpy()
-        if self._buf is None or self._buf.shape[1] != s.shape[1] or self._buf.shape[0] < len(s):
-            self._buf = np.empty(s.shape, dtype=bool)
-        buf = self._buf[:len(s)]
-        np.less(s, t[:, None], out=buf)
-        return torch.from_numpy(buf)
+            scores, t_score = scores.float(), t_score.float()
+        s, t, tg = scores.numpy(), t_score.numpy(), target.cpu().numpy()
+        B = len(s)
+        starts = np.arange(0, B, self.block_rows)
+        cuts = np.searchsorted(hist_b, np.append(starts, B))  # hist_b is sorted by batch row
+        out = np.empty(B, dtype=np.int64)
 
-    def row_sums(self, mask: torch.Tensor) -> torch.Tensor:
-        if mask.device.type != "cpu" or not self.numpy_on_cpu:
-            return mask.sum(1)
-        return torch.from_numpy(mask.numpy().sum(1))
+        width = -(-s.shape[1] // _LANE_COLS) * _LANE_COLS     # buffer columns, padding stays False
+
+        def block(j):
+            r0, r1 = starts[j], min(starts[j] + self.block_rows, B)
+            buf = getattr(self._local, "buf", None)
+            if buf is None or buf.shape != (self.block_rows, width):
+                buf = self._local.buf = np.zeros((self.block_rows, width), dtype=bool)
+            m = buf[:r1 - r0]
+            below = m[:, :s.shape[1]]
+            np.less(s[r0:r1], t[r0:r1, None], out=below)
+            below[:, 0] = True
+            h0, h1 = cuts[j], cuts[j + 1]
+            below[hist_b[h0:h1] - r0, hist_i[h0:h1]] = True
+            below[np.arange(r1 - r0), tg[r0:r1]] = True
+            out[r0:r1] = s.shape[1] - _row_counts(m)
+
+        if self.threads == 1 or len(starts) == 1:
+            for j in range(len(starts)):
+                block(j)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads)
+            list(self._pool.map(block, range(len(starts))))
+        return out
+
+    @staticmethod
+    def _torch(scores, t_score, target, hist_b, hist_i) -> np.ndarray:
+        device = scores.device
+        below = scores < t_score[:, None]                                 # (B, N+1)
+        below[:, 0] = True
+        if len(hist_b):
+            below[torch.from_numpy(hist_b).to(device), torch.from_numpy(hist_i).to(device)] = True
+        below[torch.arange(len(below), device=device), target.to(device)] = True
+        return (scores.shape[1] - below.sum(1)).cpu().numpy()
 
 
 @gin.configurable
@@ -196,7 +254,7 @@ class Evaluator:
         negs = sample_negatives(split, users, self.num_sampled, self.sample_seed) if do_sampled else None
         full_ranks = np.empty(len(users), dtype=np.int64)
         samp_ranks = np.empty(len(users), dtype=np.int64) if do_sampled else None
-        below_mask = _BelowMask()
+        counter = _RankCounter()
         it = range(0, len(users), self.batch_size)
         try:
             for s in tqdm(it, desc=f"eval {stage}", disable=not self.progress, leave=False):
@@ -209,7 +267,7 @@ class Evaluator:
                 if is_scorer:
                     r, sr = self._rank_scores(model, batch, target, hb, hi, split.num_items,
                                               negs[s:s + len(rows)] if do_sampled else None,
-                                              below_mask)
+                                              counter)
                     full_ranks[s:s + len(rows)] = r
                     if do_sampled:
                         samp_ranks[s:s + len(rows)] = sr
@@ -217,6 +275,7 @@ class Evaluator:
                     full_ranks[s:s + len(rows)] = self._rank_generated(model, batch, target, hb, hi,
                                                                        split.num_items)
         finally:
+            counter.close()
             if was_training:
                 model.train()
         metrics = {FULL: metrics_from_ranks(full_ranks, self.ks, full_mrr=is_scorer)}
@@ -226,10 +285,11 @@ class Evaluator:
             ranks[SAMPLED] = samp_ranks
         return EvalResult(stage, metrics, ranks, users, self.exclude_history)
 
-    def _rank_scores(self, model, batch, target, hist_b, hist_i, num_items, negs, below_mask):
+    def _rank_scores(self, model, batch, target, hist_b, hist_i, num_items, negs, counter):
         """Pessimistic 0-based ranks of the targets: full ranking, and sampled when `negs` is given.
 
-        The model's score matrix is only read, never copied or written (it may be a view).
+        The model's score matrix is only read, never copied or written (it may be a view), and not
+        kept past this call (a scorer may reuse one output buffer).
         """
         B = len(target)
         scores = model.score_all(batch).detach()                          # (B, N+1)
@@ -240,21 +300,12 @@ class Evaluator:
             scores = scores.double()                                      # exact for counts
         device = scores.device
         target = target.to(device)
-        ar = torch.arange(B, device=device)
-        t_score = scores[ar, target]                                      # (B,)
+        t_score = scores[torch.arange(B, device=device), target]          # (B,)
         samp = None
         if negs is not None:
             cand = scores.gather(1, torch.from_numpy(negs).to(device))    # (B, n)
             samp = (~(cand < t_score[:, None])).sum(1).cpu().numpy()
-        # rank = #candidates not below the target. Mark the non-candidates (padding, excluded
-        # history, the target itself last) as "below" so they drop out of the count.
-        below = below_mask(scores, t_score)                               # (B, N+1) bool
-        below[:, 0] = True
-        if len(hist_b):
-            below[torch.from_numpy(hist_b).to(device), torch.from_numpy(hist_i).to(device)] = True
-        below[ar, target] = True
-        rank = (num_items + 1) - below_mask.row_sums(below)
-        return rank.cpu().numpy(), samp
+        return counter(scores, t_score, target, hist_b, hist_i), samp
 
     def _rank_generated(self, model, batch, target, hist_b, hist_i, num_items):
         """0-based position of the target among the valid generated items (MISS when absent).

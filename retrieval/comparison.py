@@ -1,0 +1,130 @@
+"""The comparison pipeline: every model of both paths, on one dataset and one split, for a list of
+seeds — run (or reused when finished) as the project's own scripts, each in its own run directory.
+
+Layout under the report directory:
+    runs/<model>/seed<k>/      one run of scripts/train_*.py (results.json, ranks.safetensors, ...)
+    logs/<model>-seed<k>.log   its stdout and stderr
+A run whose results.json exists is reused, so an interrupted comparison continues where it stopped.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gin
+
+from retrieval.errors import RecError
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+# The gin binding that carries the seed, per script.
+SEED_BINDINGS = {
+    "train_rqvae.py": "make_tokenizer.seed",
+    "train_onerec.py": "OneRecTrainer.seed",
+    "train_sasrec.py": "ScorerTrainer.seed",
+    "evaluate_baseline.py": None,
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One script invocation of the comparison."""
+
+    model: str
+    kind: str                      # "semantic_ids" | "generative" | "scorer" | "baseline"
+    script: str
+    gin_files: tuple
+    seed: int
+    params: tuple = ()
+
+    def run_dir(self, root: Path) -> Path:
+        return root / "runs" / self.model / f"seed{self.seed}"
+
+    def command(self, root: Path) -> list[str]:
+        cmd = [sys.executable, str(SCRIPTS / self.script)]
+        for f in self.gin_files:
+            cmd += ["--gin_file", f]
+        binding = SEED_BINDINGS[self.script]
+        params = list(self.params) + ([f"{binding}={self.seed}"] if binding else [])
+        for p in params:
+            cmd += ["--gin_param", p]
+        return cmd + ["--run_dir", str(self.run_dir(root))]
+
+
+@gin.configurable
+@dataclass
+class Comparison:
+    """What to compare. Every list of gin files must include the same dataset config.
+
+    data_gin: the dataset config shared by every run (also used to load the split for the report).
+    semantic_ids: gin files of scripts/train_rqvae.py (stage 1, one artifact per seed).
+    generative: {model name: gin files of scripts/train_onerec.py}.
+    scorers: {model name: gin files of scripts/train_sasrec.py}.
+    baselines: gin files of scripts/evaluate_baseline.py (popularity + co-occurrence), or empty.
+    extra_params: gin bindings appended to every run (e.g. smaller epochs for a smoke run).
+    """
+
+    data_gin: str = gin.REQUIRED
+    seeds: tuple = (0, 1, 2)
+    semantic_ids: tuple = ()
+    generative: dict = field(default_factory=dict)
+    scorers: dict = field(default_factory=dict)
+    baselines: tuple = ()
+    extra_params: tuple = ()
+
+    def plan(self) -> list[RunSpec]:
+        if self.generative and not self.semantic_ids:
+            raise RecError("Comparison.generative needs Comparison.semantic_ids (the gin files of "
+                           "scripts/train_rqvae.py) to build the semantic IDs it reads")
+        specs = []
+        extra = tuple(self.extra_params)
+        for seed in self.seeds:
+            if self.semantic_ids:
+                specs.append(RunSpec("semantic-ids", "semantic_ids", "train_rqvae.py",
+                                     tuple(self.semantic_ids), seed, extra))
+        for name, files in self.generative.items():
+            for seed in self.seeds:
+                specs.append(RunSpec(name, "generative", "train_onerec.py", tuple(files), seed, extra))
+        for name, files in self.scorers.items():
+            for seed in self.seeds:
+                specs.append(RunSpec(name, "scorer", "train_sasrec.py", tuple(files), seed, extra))
+        if self.baselines:
+            specs.append(RunSpec("baselines", "baseline", "evaluate_baseline.py",
+                                 tuple(self.baselines), 0, ()))
+        for s in specs:
+            for f in s.gin_files:
+                if not Path(f).is_file():
+                    raise RecError(f"Comparison: gin file {f} (model {s.model!r}) not found")
+        return specs
+
+
+def execute(specs: list[RunSpec], root: Path, log=print) -> dict[RunSpec, float]:
+    """Run every spec not yet finished; returns wall seconds per executed spec (0 when reused)."""
+    seconds = {}
+    sid_dirs = {s.seed: s.run_dir(root) for s in specs if s.kind == "semantic_ids"}
+    for i, spec in enumerate(specs, 1):
+        rd = spec.run_dir(root)
+        tag = f"[{i}/{len(specs)}] {spec.model} seed {spec.seed}"
+        if (rd / "results.json").is_file():
+            log(f"{tag}: reused {rd}")
+            seconds[spec] = 0.0
+            continue
+        if spec.kind == "generative":
+            spec = RunSpec(spec.model, spec.kind, spec.script, spec.gin_files, spec.seed,
+                           spec.params + (f"train_onerec.semantic_ids_dir='{sid_dirs[spec.seed]}'",))
+        log_path = root / "logs" / f"{spec.model}-seed{spec.seed}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log(f"{tag}: running {spec.script} -> {rd}")
+        t0 = time.perf_counter()
+        with open(log_path, "w", encoding="utf-8") as f:
+            proc = subprocess.run(spec.command(root), stdout=f, stderr=subprocess.STDOUT)
+        seconds[spec] = time.perf_counter() - t0
+        if proc.returncode != 0:
+            lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+            last = lines[-1] if lines else "(no output)"
+            raise RecError(f"{spec.script} for {spec.model!r} seed {spec.seed} failed ({last}); "
+                           f"full log: {log_path}")
+    return seconds

@@ -59,8 +59,11 @@ def git_commit() -> str:
 
 def run(main: Callable[[argparse.Namespace, Path | None], None], description: str,
         extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
-        require_run_dir: bool = True) -> None:
-    """Parse arguments and gin, call `main(args, run_dir)`, turn user errors into one line + exit 2."""
+        require_run_dir: bool = True, keep_on_error: bool = False) -> None:
+    """Parse arguments and gin, call `main(args, run_dir)`, turn user errors into one line + exit 2.
+
+    A run directory this call created is removed on error, unless `keep_on_error` (for pipelines
+    whose finished sub-runs are worth keeping for reuse)."""
     p = parser(description)
     if extra_args:
         extra_args(p)
@@ -78,7 +81,7 @@ def run(main: Callable[[argparse.Namespace, Path | None], None], description: st
         if run_dir is not None:
             write_text(run_dir / "config.gin", gin.operative_config_str())
     except RecError as e:
-        _cleanup(run_dir, created)
+        _cleanup(run_dir, created and not keep_on_error)
         # gin appends "In call to configurable ..." on a new line to errors raised inside a
         # configurable; a RecError message is one line by construction, so keep only that.
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

@@ -78,7 +78,8 @@ class UniformNegativeSampler:
         self.keys = history_keys(split)
         self.rng = np.random.default_rng(seed)
         self.max_rounds = max_rounds
-        full = np.nonzero(split.train_lengths >= split.num_items)[0]
+        distinct = np.bincount(self.keys // (self.num_items + 1), minlength=split.num_users)
+        full = np.nonzero(distinct >= split.num_items)[0]
         if len(full):
             raise RecError(f"dataset {split.name!r}: user row {int(full[0])} has interacted with every "
                            "item, so no negative exists; filter such users out")

@@ -43,7 +43,7 @@ def _fit(run_dir, split, use_time=True, use_mhc=True, loss=None, resume=False, s
 def test_training_windows_are_input_seq_minus_last_and_targets_shifted():
     values = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9])
     starts, ends = np.array([0, 5]), np.array([5, 9])                  # sequences 1..5 and 6..9
-    assert right_aligned_windows(values, starts, ends - 1, 3).tolist() == [[2, 3, 4], [0, 6, 7, 8][1:]]
+    assert right_aligned_windows(values, starts, ends - 1, 3).tolist() == [[2, 3, 4], [6, 7, 8]]
     split = _split()
     data = TrainingSequences(split, maxlen=5)
     b = data.batch(np.arange(len(data)))

@@ -15,7 +15,8 @@ from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer
 from retrieval.data.registry import load_split
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
-from retrieval.io import fingerprint, write_json
+from retrieval.evaluation.report import results_json, save_ranks, write_results
+from retrieval.io import fingerprint
 from retrieval.training import config_hash, load_checkpoint, set_seed
 from rqvae.artifact import META_FILE, SemanticIds
 
@@ -74,43 +75,39 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gi
     load_checkpoint(run_dir / BEST, model, config_hash=chash, restore_rng=False)
     final = evaluator                                      # all users this time
     timing = {"train_s": summary.train_seconds}
-    results = {}
+    evals = {}
     for stage in ("valid", "test"):
         t = time.perf_counter()
         users = trainer.eval_subsample(split.num_users) if stage == "valid" and final_valid_subsample else None
-        results[stage] = final.evaluate(model, split, stage, users=users).to_json()
+        evals[stage] = final.evaluate(model, split, stage, users=users)
         timing[f"eval_{stage}_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
     from retrieval.cli import env_info
-    out = {
-        "model": "onerec", "dataset": split.name, "dataset_fingerprint": split.fingerprint,
-        "counts": split.stats(),
+    protocol = {**final.protocol(), "ranking": "full", "split": "leave-one-out",
+                "exclude_history_in_beam": model.exclude_history, "beam_width": model.beam_width,
+                "hit": "full semantic ID incl. disambiguation code (the item id)",
+                "selection": f"valid {SELECT_METRIC} on {len(trainer.eval_subsample(split.num_users))} "
+                             f"users (seed {trainer.eval_seed})",
+                "valid_users": "selection subsample" if final_valid_subsample else "all"}
+    out = results_json({"onerec": evals}, protocol, split, extra={
         "semantic_ids": {"dir": str(semantic_ids_dir), "tokenizer": sids.tokenizer,
                          "levels": sids.levels, "codebook_size": sids.codebook_size,
                          "num_disambiguation": sids.num_disambiguation,
                          "fingerprint": fingerprint(sids.codes), **collision_stats(sids)},
-        "protocol": {"ranking": "full", "split": "leave-one-out", "ks": list(final.ks),
-                     "exclude_history": final.exclude_history,
-                     "exclude_history_in_beam": model.exclude_history,
-                     "beam_width": model.beam_width, "num_generated": final.num_generated,
-                     "hit": "full semantic ID incl. disambiguation code (item id)",
-                     "selection": f"valid {SELECT_METRIC} on {len(trainer.eval_subsample(split.num_users))} "
-                                  f"users (seed {trainer.eval_seed})"},
-        "valid": results["valid"], "test": results["test"],
-        "model_params": {**model.describe(), "beam_width": model.beam_width},
+        "params": {**model.describe(), "beam_width": model.beam_width},
         "training": {"steps": summary.steps, "epochs": summary.epochs_done,
                      "best_step": summary.best_step, "best_valid_subsample": summary.best_valid,
                      "stopped_by": summary.stopped_by, **trainer.describe(),
                      "max_minutes": trainer.max_minutes},
-        "config_hash": chash, "seed": trainer.seed, "timing": timing, "env": env_info(),
-    }
-    write_json(run_dir / "results.json", out)
+        "checkpoint_config_hash": chash, "seed": trainer.seed, "timing": timing, "env": env_info()})
+    write_results(run_dir, out)
+    save_ranks(run_dir / "ranks.safetensors", {"onerec": evals})
     return out
 
 
 def summary_line(out: dict) -> str:
     v, t = out["valid"]["full"], out["test"]["full"]
-    return (f"onerec {out['dataset']}: valid ndcg@10={v['ndcg@10']:.4f} recall@10={v['hr@10']:.4f} | "
+    return (f"onerec {out['dataset']['name']}: valid ndcg@10={v['ndcg@10']:.4f} recall@10={v['hr@10']:.4f} | "
             f"test ndcg@10={t['ndcg@10']:.4f} recall@10={t['hr@10']:.4f} "
             f"(best step {out['training']['best_step']}, {out['timing']['total_s']:.0f}s)")
 

@@ -8,7 +8,9 @@ It works on the flattened non-padding positions of a batch:
 `hidden` (P, d), the model's sequence state at those positions, is passed along for samplers that
 need it (hard negatives); the uniform sampler ignores it. `log_q()` gives log-probabilities (N+1,)
 for the logQ correction of sampled softmax, or None. `state()` / `load_state()` carry the sampler's
-RNG through checkpoints so a resumed run draws the same negatives.
+RNG through checkpoints so a resumed run draws the same negatives. Optional hooks the trainer calls
+when a sampler has them: `set_epoch(epoch)` before each epoch and `bind_item_embeddings(fn)` once,
+with `fn()` returning the model's current (N+1, d) item table.
 
 Samplers register by name in NEGATIVE_SAMPLERS; `build_negative_sampler(split, name=...)` is the
 gin-configurable entry point (other sampler files register themselves there).

@@ -140,7 +140,13 @@ class ScorerTrainer:
                     optimizer, rng: np.random.Generator, epoch: int, step: int) -> dict:
         """One pass over all training users in a random order. Returns loss and counts."""
         model.train()
-        batches = data.batches(rng, self.batch_size, self.bucket_batches)
+        if hasattr(data, "batches"):
+            batches = data.batches(rng, self.batch_size, self.bucket_batches)
+        else:   # a view offering only len() and batch() (e.g. a subset in a benchmark): random batches
+            order = rng.permutation(len(data))
+            batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        if hasattr(sampler, "set_epoch"):                                 # curriculum / growing count
+            sampler.set_epoch(epoch)
         n_neg = loss_fn.num_negatives
         log_q = sampler.log_q() if n_neg else None
         log_q = log_q.to(self.device) if log_q is not None else None
@@ -194,6 +200,8 @@ class ScorerTrainer:
         model.to(self.device)
         optimizer = self._optimizer(model)
         data = TrainingSequences(split, model.maxlen)
+        if hasattr(sampler, "bind_item_embeddings"):                       # hard negatives
+            sampler.bind_item_embeddings(lambda: model.item_emb.weight)
         signature = {"variant": model.variant, "model": model.config, "dataset": split.name,
                      "dataset_fingerprint": split.fingerprint, "num_items": split.num_items,
                      "loss": loss_fn.name}

@@ -137,6 +137,9 @@ def text_embeddings(split: SplitData, encoder: TextEncoder | None = None,
                     use_cache: bool = True) -> ItemEmbeddings:
     encoder = encoder or TextEncoder()
     texts = split.catalogue.texts()
+    if not any(t.strip() for t in texts):
+        raise RecError(f"dataset {split.name!r} has no item text (no titles or attributes); use "
+                       "item_embeddings.source = 'collaborative' (or 'npy' with your own vectors)")
     model = encoder.model_id()
     key = fingerprint("text-emb-v1", model, texts)
     x = _cached(key, lambda: encoder.encode(texts)) if use_cache else encoder.encode(texts)

@@ -31,7 +31,7 @@ def semantic_id_metrics(x: np.ndarray, recon: np.ndarray, codes: np.ndarray,
                         codebook_size: int) -> dict:
     """Reconstruction error, per-level usage/perplexity, collisions of the first L codes."""
     out = reconstruction_metrics(x, recon)
-    out["levels"] = level_stats(codes, codebook_size)
+    out["per_level"] = level_stats(codes, codebook_size)
     out.update(collision_stats(codes))
     return out
 
@@ -73,7 +73,7 @@ def summary_table(results: dict) -> str:
     rows = [f"semantic IDs: {results['dataset']} ({results['num_items']} items), "
             f"tokenizer {results['tokenizer']} {results['levels']}x{results['codebook_size']}",
             f"{'level':>5} {'usage':>7} {'perplexity':>10}"]
-    rows += [f"{s['level']:>5} {s['usage']:>7.1%} {s['perplexity']:>10.1f}" for s in results["levels"]]
+    rows += [f"{s['level']:>5} {s['usage']:>7.1%} {s['perplexity']:>10.1f}" for s in results["per_level"]]
     rows.append(f"collisions (d>0): {results['collision_fraction']:.2%}, largest group "
                 f"{results['largest_group']}, unique IDs: {results['unique_ids']}")
     rows.append(f"reconstruction: mse {results['reconstruction_mse']:.3g}, relative "

@@ -92,13 +92,18 @@ def cluster_means(x: np.ndarray, labels: np.ndarray, k: int, fallback: np.ndarra
 
 @gin.configurable
 class RQKMeans:
-    """Residual k-means: L levels x K faiss centroids."""
+    """Residual k-means: L levels x K faiss centroids, optionally on the top `pca_dim` principal
+    components of the embeddings (reconstruction is mapped back to the embedding space)."""
 
     name = "rqkmeans"
 
-    def __init__(self, levels: int = 3, codebook_size: int = 256, seed: int = 0, niter: int = 25):
+    def __init__(self, levels: int = 3, codebook_size: int = 256, seed: int = 0, niter: int = 25,
+                 pca_dim: int | None = None):
         self.levels, self.codebook_size, self.seed, self.niter = int(levels), int(codebook_size), int(seed), int(niter)
+        self.pca_dim = int(pca_dim) if pca_dim else None
         self.codebooks: list[np.ndarray] = []
+        self.mean: np.ndarray | None = None
+        self.components: np.ndarray | None = None      # (d, pca_dim) or None
         self.reconstruction: np.ndarray | None = None
         self.history: list[dict] = []
 
@@ -109,7 +114,8 @@ class RQKMeans:
     def fit(self, x: np.ndarray) -> np.ndarray:
         """(N, d) embeddings -> (N, L) int64 codes."""
         x = check_input(x, self.codebook_size, self.name)
-        r = x.copy()
+        z = self._project(x)                                           # (N, pca_dim) or x
+        r = z.copy()
         codes, self.codebooks, self.history = [], [], []
         for level in range(self.levels):
             labels, c = self._level(r, level)
@@ -117,11 +123,37 @@ class RQKMeans:
             codes.append(labels)
             self.codebooks.append(c)
             self.history.append({"level": level + 1, "residual_mse": float((r ** 2).sum(1).mean())})
-        self.reconstruction = x - r
+        self.reconstruction = self._unproject(z - r)
         return np.stack(codes, axis=1)
 
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        """Top `pca_dim` principal components of x (identity when pca_dim is None or >= d).
+
+        Why: residual k-means in 384-d leaves many near-duplicate items on one ID (Beauty: 14% of
+        items need d > 0); in ~24-32 dims, the RQ-VAE's latent width, 256 codes tile the space
+        finely enough that few collide (docs/results.md, "Semantic IDs (stage 1)").
+        """
+        self.mean, self.components = None, None
+        if self.pca_dim is None or self.pca_dim >= x.shape[1]:
+            return x
+        self.mean = x.mean(0, dtype=np.float64)
+        xc = x - self.mean
+        evals, evecs = np.linalg.eigh(xc.T.astype(np.float64) @ xc)    # (d, d): memory O(d^2)
+        v = evecs[:, ::-1][:, : self.pca_dim]                          # largest first
+        v *= np.sign(v[np.abs(v).argmax(0), np.arange(v.shape[1])])    # fixed signs: reproducible
+        self.components = v.astype(np.float32)
+        self.mean = self.mean.astype(np.float32)
+        return np.ascontiguousarray(xc @ self.components, dtype=np.float32)
+
+    def _unproject(self, z: np.ndarray) -> np.ndarray:
+        return z if self.components is None else z @ self.components.T + self.mean
+
     def weights(self) -> dict:
-        return {f"codebook_{l}": torch.from_numpy(c) for l, c in enumerate(self.codebooks)}
+        w = {f"codebook_{l}": torch.from_numpy(c) for l, c in enumerate(self.codebooks)}
+        if self.components is not None:
+            w["pca_mean"] = torch.from_numpy(self.mean)
+            w["pca_components"] = torch.from_numpy(self.components)
+        return w
 
 
 @gin.configurable
@@ -132,8 +164,8 @@ class BalancedRQKMeans(RQKMeans):
     name = "balanced_rqkmeans"
 
     def __init__(self, levels: int = 3, codebook_size: int = 256, seed: int = 0, niter: int = 25,
-                 balance_iters: int = 5):
-        super().__init__(levels, codebook_size, seed, niter)
+                 pca_dim: int | None = None, balance_iters: int = 5):
+        super().__init__(levels, codebook_size, seed, niter, pca_dim)
         self.balance_iters = int(balance_iters)
 
     def _level(self, r: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:

@@ -145,7 +145,10 @@ def test_script_trains_evaluates_and_refuses_a_changed_config(tmp_path, syntheti
     assert proc.returncode == 0, proc.stderr
     res = json.loads((run / "results.json").read_text())
     assert res["protocol"]["ks"] == [5, 10, 20, 50] and res["protocol"]["beam_width"] == 50
-    assert res["valid"]["num_users"] == res["test"]["num_users"] == res["counts"]["users"]
+    assert res["valid"]["num_users"] == res["test"]["num_users"] == res["dataset"]["counts"]["users"]
+    assert res["model"] == "onerec" and res["params"]["num_parameters"] > 0
+    ranks = load_file(str(run / "ranks.safetensors"))
+    assert ranks["onerec/test/full"].shape == (res["test"]["num_users"],)
     assert set(res["test"]["full"]) >= {"ndcg@10", "hr@10", "ndcg@50"}
     assert res["training"]["steps"] == 4
     kinds = [json.loads(x)["kind"] for x in (run / "metrics.jsonl").read_text().splitlines()]

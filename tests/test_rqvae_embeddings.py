@@ -131,3 +131,9 @@ def test_unknown_source_lists_the_choices():
     split = _split([[1, 2, 3]], ["a", "b", "c"])
     with pytest.raises(RecError, match="'bert' is unknown; choose one of: text, attributes, npy, collaborative"):
         E.item_embeddings(split, source="bert")
+
+
+def test_a_catalogue_without_any_text_points_to_collaborative_embeddings():
+    split = _split([[1, 2, 3]], ["", "", ""])
+    with pytest.raises(RecError, match="has no item text.*source = 'collaborative'"):
+        E.item_embeddings(split)

@@ -87,3 +87,22 @@ def test_fewer_items_than_codes_suggests_a_smaller_codebook():
 def test_unknown_tokenizer_name_lists_the_choices():
     with pytest.raises(RecError, match="'kmeans' is unknown; choose one of: rqvae, rqkmeans, balanced_rqkmeans"):
         make_tokenizer("kmeans")
+
+
+def test_pca_projection_keeps_the_main_directions_and_maps_reconstruction_back():
+    rng = np.random.default_rng(0)
+    # 3 strong directions in 12-d plus weak noise: 3 components carry almost everything
+    basis = np.linalg.qr(rng.standard_normal((12, 3)))[0]
+    x = (rng.standard_normal((300, 3)) * [5, 4, 3]) @ basis.T + 0.01 * rng.standard_normal((300, 12))
+    x = x.astype(np.float32) + 7.0
+    tok = RQKMeans(levels=2, codebook_size=8, seed=0, pca_dim=3)
+    codes = tok.fit(x)
+    assert tok.components.shape == (12, 3) and tok.reconstruction.shape == (300, 12)
+    # the learned subspace is the true one: projecting the basis onto it loses nothing
+    np.testing.assert_allclose(np.linalg.norm(tok.components.T @ basis, axis=0), 1.0, atol=1e-3)
+    recon = sum(tok.codebooks[l][codes[:, l]] for l in range(2)) @ tok.components.T + tok.mean
+    np.testing.assert_allclose(tok.reconstruction, recon, rtol=1e-4, atol=1e-4)
+    assert set(tok.weights()) == {"codebook_0", "codebook_1", "pca_mean", "pca_components"}
+    again = RQKMeans(levels=2, codebook_size=8, seed=0, pca_dim=3).fit(x)
+    assert np.array_equal(codes, again)
+    assert RQKMeans(levels=2, codebook_size=8, pca_dim=64).fit(x).shape == (300, 2)  # >= d: no PCA

@@ -63,7 +63,7 @@ def test_script_writes_the_artifact_and_same_seed_gives_byte_identical_ids(tmp_p
     with pytest.raises(RecError, match="another dataset or split"):
         sids.check_dataset(_synthetic_split(400, 201).fingerprint)
     res = json.loads((a / "results.json").read_text())
-    assert [lv["level"] for lv in res["levels"]] == [1, 2, 3]
+    assert [lv["level"] for lv in res["per_level"]] == [1, 2, 3] and res["levels"] == 3
     assert res["unique_ids"] is True and 0 <= res["collision_fraction"] < 1
     assert res["dataset_fingerprint"] == sids.dataset_fingerprint
     assert set(res["wall_seconds"]) == {"embeddings", "tokenizer_fit", "total"}

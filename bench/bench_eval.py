@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--users", type=int, default=160_000)
     p.add_argument("--items", type=int, default=60_000)
     p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--batch_sizes", type=int, nargs="+", default=[256])
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[512])
     p.add_argument("--stage", default="test", choices=["valid", "test"])
     p.add_argument("--no_exclude_history", action="store_true")
     p.add_argument("--fresh_output", action="store_true",

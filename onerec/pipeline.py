@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import gin
+import numpy as np
 
 from onerec.model import OneRecModel
 from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer
@@ -32,6 +33,13 @@ def load_semantic_ids(semantic_ids_dir: str, split) -> SemanticIds:
     return sids
 
 
+def subsample(num_users: int, n: int, seed: int) -> np.ndarray:
+    """A sorted fixed-seed sample of n user rows (all users when n >= num_users)."""
+    if n <= 0 or n >= num_users:
+        return np.arange(num_users)
+    return np.sort(np.random.default_rng(seed).choice(num_users, size=n, replace=False))
+
+
 def collision_stats(sids: SemanticIds) -> dict:
     d = sids.codes[1:, -1]
     return {"items_with_d_gt_0": float((d > 0).mean()) if len(d) else 0.0,
@@ -40,11 +48,12 @@ def collision_stats(sids: SemanticIds) -> dict:
 
 @gin.configurable
 def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gin.REQUIRED,
-                 final_valid_subsample: bool = False) -> dict:
+                 final_users: int = 0) -> dict:
     """Train on the gin-selected dataset, select on validation, evaluate valid+test, write results.
 
-    Test is always evaluated on every user. final_valid_subsample: report validation on the
-    training-time selection subsample only (halves the final cost on a CPU; labelled in results).
+    final_users: 0 = the final valid/test evaluation covers every user (the protocol); n > 0 = a
+    fixed-seed subsample of n users (the trainer's eval seed), for CPU-bound smoke runs only. It is
+    recorded in results.json ("protocol.final_users").
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -78,7 +87,7 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gi
     evals = {}
     for stage in ("valid", "test"):
         t = time.perf_counter()
-        users = trainer.eval_subsample(split.num_users) if stage == "valid" and final_valid_subsample else None
+        users = subsample(split.num_users, final_users, trainer.eval_seed) if final_users else None
         evals[stage] = final.evaluate(model, split, stage, users=users)
         timing[f"eval_{stage}_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
@@ -88,7 +97,7 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gi
                 "hit": "full semantic ID incl. disambiguation code (the item id)",
                 "selection": f"valid {SELECT_METRIC} on {len(trainer.eval_subsample(split.num_users))} "
                              f"users (seed {trainer.eval_seed})",
-                "valid_users": "selection subsample" if final_valid_subsample else "all"}
+                "final_users": (f"{final_users} (seed {trainer.eval_seed})" if final_users else "all")}
     out = results_json({"onerec": evals}, protocol, split, extra={
         "semantic_ids": {"dir": str(semantic_ids_dir), "tokenizer": sids.tokenizer,
                          "levels": sids.levels, "codebook_size": sids.codebook_size,

@@ -97,7 +97,7 @@ class OneRecTrainer:
         if self.eval_users <= 0 or self.eval_users >= num_users:
             return np.arange(num_users)
         rng = np.random.default_rng(self.eval_seed)
-        return np.sort(rng.choice(num_users, size=self.eval_users, replace=False))
+        return np.sort(rng.choice(num_users, size=self.eval_users, replace=False))   # same as pipeline.subsample
 
     def fit(self, model: OneRecModel, split: SplitData, run_dir: Path, config_hash: str,
             evaluator: Evaluator, resume: bool = False,

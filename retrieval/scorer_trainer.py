@@ -208,7 +208,7 @@ class ScorerTrainer:
         metrics = MetricsLog(run_dir / "metrics.jsonl")
         rng = np.random.default_rng(self.seed)
         stopper = EarlyStopping(patience=self.patience)
-        epoch, step, epoch_times = 0, 0, []
+        epoch, step, epoch_times, epoch_cpu = 0, 0, [], []
 
         if last.with_suffix(".json").is_file():
             if not resume:
@@ -217,6 +217,7 @@ class ScorerTrainer:
             check_signature(last.with_suffix(".json"), signature)
             st = load_checkpoint(last, model, optimizer)
             epoch, step, epoch_times = st["epoch"], st["step"], st["epoch_seconds"]
+            epoch_cpu = st["epoch_cpu_seconds"]
             stopper = EarlyStopping(**{**st["early_stopping"], "patience": self.patience})
             rng.bit_generator.state = st["order_rng"]
             sampler.load_state(st["sampler"])
@@ -233,12 +234,14 @@ class ScorerTrainer:
             if max_epochs_this_run is not None and ran >= max_epochs_this_run:
                 return None
             epoch += 1
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = self.train_epoch(model, data, loss_fn, sampler, optimizer, rng, epoch, step)
             seconds = time.perf_counter() - t0
             step = out["step"]
             epoch_times.append(seconds)
+            epoch_cpu.append(time.process_time() - c0)     # CPU time: comparable on a shared box
             record = {"epoch": epoch, "step": step, "loss": out["loss"], "epoch_seconds": seconds,
+                      "epoch_cpu_seconds": epoch_cpu[-1],
                       "sequences_per_s": out["sequences"] / seconds,
                       "positions_per_s": out["positions"] / seconds}
             if epoch % self.eval_every == 0 or epoch == self.num_epochs:
@@ -255,7 +258,8 @@ class ScorerTrainer:
             metrics.write(**record)
             save_checkpoint(last, model, optimizer, state={
                 "epoch": epoch, "step": step, "signature": signature,
-                "epoch_seconds": epoch_times, "early_stopping": stopper.state(),
+                "epoch_seconds": epoch_times, "epoch_cpu_seconds": epoch_cpu,
+                "early_stopping": stopper.state(),
                 "order_rng": rng.bit_generator.state, "sampler": sampler.state()})
             ran += 1
             if self.progress:
@@ -282,6 +286,8 @@ class ScorerTrainer:
             "early_stopping": stopper.state(),
             "timing": {"epoch_seconds": epoch_times,
                        "mean_epoch_seconds": float(np.mean(epoch_times)) if epoch_times else None,
+                       "epoch_cpu_seconds": epoch_cpu,
+                       "mean_epoch_cpu_seconds": float(np.mean(epoch_cpu)) if epoch_cpu else None,
                        "train_seconds_total": float(np.sum(epoch_times)),
                        "final_eval_seconds": final_seconds, "device": str(self.device)},
         }

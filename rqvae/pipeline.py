@@ -10,7 +10,7 @@ import numpy as np
 
 from retrieval.data.types import SplitData
 from rqvae.artifact import SemanticIds
-from rqvae.disambiguation import collision_stats, disambiguate, level_stats
+from rqvae.disambiguation import collision_stats, disambiguate, level_stats, prefix_sharing
 from rqvae.embeddings import ItemEmbeddings, item_embeddings
 from rqvae.residual_kmeans import check_input
 from rqvae.tokenizer import Tokenizer, make_tokenizer, reconstruction_metrics
@@ -36,6 +36,26 @@ def semantic_id_metrics(x: np.ndarray, recon: np.ndarray, codes: np.ndarray,
     return out
 
 
+def category_prefix_sharing(split: SplitData, codes: np.ndarray, pairs: int = 200_000,
+                            seed: int = 0) -> dict | None:
+    """How often two items with the same category (the catalogue's `categories` or `genres` field,
+    whole value) share their first 1..L codes, against random item pairs: a semantic sanity check."""
+    cat = split.catalogue
+    name = next((f for f in ("categories", "genres") if f in cat.fields), None)
+    if name is None:
+        return None
+    labels = np.array([str(v) for v in cat.fields[name][1:]])
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, len(labels), pairs), rng.integers(0, len(labels), pairs)
+    keep = (a != b) & (labels[a] != "")
+    same = keep & (labels[a] == labels[b])
+    if not same.any():
+        return None
+    return {"field": name, "same_category_pairs": int(same.sum()),
+            "same_category": prefix_sharing(codes, a[same], b[same]).round(4).tolist(),
+            "random_pairs": prefix_sharing(codes, a[keep], b[keep]).round(4).tolist()}
+
+
 def build_semantic_ids(split: SplitData, tokenizer: Tokenizer | None = None,
                        embeddings: ItemEmbeddings | None = None) -> StageOneResult:
     tok = tokenizer or make_tokenizer()
@@ -52,6 +72,7 @@ def build_semantic_ids(split: SplitData, tokenizer: Tokenizer | None = None,
     metrics = semantic_id_metrics(emb.vectors, tok.reconstruction, codes, tok.codebook_size)
     metrics["max_disambiguation"] = int(full[:, -1].max())
     metrics["unique_ids"] = bool(len(np.unique(full, axis=0)) == len(full))
+    metrics["category_prefix_sharing"] = category_prefix_sharing(split, codes)
     ids = SemanticIds(codes=padded, codebook_size=tok.codebook_size,
                       dataset_fingerprint=split.fingerprint, embedding_fingerprint=emb.fingerprint,
                       tokenizer=tok.name, metrics=metrics,
@@ -78,6 +99,11 @@ def summary_table(results: dict) -> str:
                 f"{results['largest_group']}, unique IDs: {results['unique_ids']}")
     rows.append(f"reconstruction: mse {results['reconstruction_mse']:.3g}, relative "
                 f"{results['reconstruction_relative']:.3f}")
+    share = results.get("category_prefix_sharing")
+    if share:
+        rows.append(f"same-{share['field']} pairs share level-1 code: {share['same_category'][0]:.1%} "
+                    f"(random pairs {share['random_pairs'][0]:.1%}); levels 1-2: "
+                    f"{share['same_category'][1]:.1%} ({share['random_pairs'][1]:.1%})")
     w = results["wall_seconds"]
     rows.append(f"wall time: embeddings {w['embeddings']}s, fit {w['tokenizer_fit']}s, total {w['total']}s")
     return "\n".join(rows)

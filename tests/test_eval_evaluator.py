@@ -460,3 +460,12 @@ def test_row_counts_of_full_rows_do_not_overflow_byte_lanes():
     m = np.ones((3, 4080), dtype=bool)
     m[1] = False
     assert evaluator_module._row_counts(m).tolist() == [4080, 0, 4080]
+
+
+def test_one_counter_serves_catalogues_of_different_sizes():
+    counter = evaluator_module._RankCounter(threads=1)
+    none = np.empty(0, np.int64)
+    for n in (2040, 2039, 2041, 2040):           # same buffer width for the first three
+        s = torch.zeros(3, n)                     # all tied: rank = n - 2 (padding and target out)
+        r = counter(s, s[:, 1], torch.tensor([1, 1, 1]), none, none)
+        assert r.tolist() == [n - 2] * 3

@@ -107,3 +107,17 @@ def test_frozen_baseline_configs_parse_and_select_their_dataset(dataset, monkeyp
         assert gin.query_parameter("Evaluator.sample_seed") == 12345
     finally:
         gin.clear_config()
+
+
+def test_saved_ranks_reload_for_a_paired_test(finished_run):
+    from retrieval.evaluation.report import load_result
+    from retrieval.evaluation.significance import paired_test
+
+    run_dir, _, _ = finished_run
+    pop, co = (load_result(run_dir, m, "test") for m in ("popularity", "cooccurrence"))
+    r = json.loads((run_dir / "results.json").read_text())
+    assert pop.metrics["full"] == r["models"]["popularity"]["test"]["full"]
+    t = paired_test(co, pop, "ndcg@10")
+    assert t.n == r["test"]["num_users"]
+    assert t.mean_diff == pytest.approx(r["models"]["cooccurrence"]["test"]["full"]["ndcg@10"]
+                                        - r["models"]["popularity"]["test"]["full"]["ndcg@10"], abs=1e-12)

@@ -109,3 +109,20 @@ def test_items_of_one_topic_share_id_prefixes_far_more_than_random_pairs(tokeniz
     # Beauty test); it still grows with the prefix length (measured: 2.7-3x at level 1, 7-9x at 2)
     assert same_topic[0] > 2.5 * random_pairs[0]
     assert same_topic[1] > 5 * random_pairs[1]
+
+
+def test_category_prefix_sharing_by_hand():
+    from rqvae.pipeline import category_prefix_sharing
+
+    class Cat:
+        fields = {"genres": np.array(["", "a", "a", "b", "b"], dtype=object)}
+
+    class Split:
+        catalogue = Cat()
+
+    codes = np.array([[0, 0], [0, 1], [1, 0], [1, 0]])   # items 1,2 share c1; items 3,4 share all
+    s = category_prefix_sharing(Split(), codes, pairs=5000)
+    assert s["field"] == "genres"
+    assert s["same_category"] == pytest.approx([1.0, 0.5], abs=0.03)
+    # random distinct pairs: 1/3 are same-genre; P(share c1) = 1/3, P(share c1 and c2) = 1/6
+    assert s["random_pairs"] == pytest.approx([1 / 3, 1 / 6], abs=0.03)

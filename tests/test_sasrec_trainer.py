@@ -21,7 +21,7 @@ from retrieval.scorer_trainer import ScorerTrainer, TrainingSequences, right_ali
 from retrieval.training import set_seed
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"epoch_seconds", "sequences_per_s", "positions_per_s", "eval_seconds"}
+TIMING = {"epoch_seconds", "epoch_cpu_seconds", "sequences_per_s", "positions_per_s", "eval_seconds"}
 
 
 def _split(seed=0, users=150, items=80):

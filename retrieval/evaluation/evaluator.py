@@ -158,8 +158,9 @@ class _RankCounter:
         def block(j):
             r0, r1 = starts[j], min(starts[j] + self.block_rows, B)
             buf = getattr(self._local, "buf", None)
-            if buf is None or buf.shape != (self.block_rows, width):
+            if buf is None or buf.shape != (self.block_rows, width) or self._local.cols != s.shape[1]:
                 buf = self._local.buf = np.zeros((self.block_rows, width), dtype=bool)
+                self._local.cols = s.shape[1]                 # columns past it stay False
             m = buf[:r1 - r0]
             below = m[:, :s.shape[1]]
             np.less(s[r0:r1], t[r0:r1, None], out=below)
@@ -198,7 +199,7 @@ class Evaluator:
     generator is asked for (its beam width); must be >= max(ks).
     """
 
-    def __init__(self, ks=DEFAULT_KS, exclude_history: bool = True, batch_size: int = 256,
+    def __init__(self, ks=DEFAULT_KS, exclude_history: bool = True, batch_size: int = 512,
                  max_history: int = 200, sampled: bool = True, num_sampled: int = 100,
                  sample_seed: int = 12345, num_generated: int = 50, device: str | None = None,
                  progress: bool = True):

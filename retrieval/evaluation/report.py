@@ -18,7 +18,8 @@ import gin
 
 from retrieval.data.types import SplitData
 from retrieval.evaluation.evaluator import FULL, SAMPLED, EvalResult
-from retrieval.io import fingerprint, save_tensors, write_json
+from retrieval.errors import RecError
+from retrieval.io import fingerprint, load_tensors, read_json, save_tensors, write_json
 
 TABLE_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50", "mrr")
 
@@ -46,6 +47,23 @@ def save_ranks(path: Path, models: dict[str, dict[str, EvalResult]]) -> None:
             for proto, ranks in r.ranks.items():
                 tensors[f"{m}/{st}/{proto}"] = ranks
     save_tensors(path, tensors)
+
+
+def load_result(run_dir: Path, model: str, stage: str) -> EvalResult:
+    """The EvalResult of `model` on `stage` from a run directory (results.json + ranks.safetensors),
+    with per-user ranks for paired tests."""
+    run_dir = Path(run_dir)
+    record = read_json(run_dir / "results.json")
+    if model not in record.get("models", {}) or stage not in record["models"][model]:
+        raise RecError(f"{run_dir / 'results.json'}: no results for model {model!r}, stage {stage!r}; "
+                       f"it has models: {', '.join(record.get('models', {}))}")
+    tensors = load_tensors(run_dir / "ranks.safetensors")
+    sec = record["models"][model][stage]
+    prefix = f"{model}/{stage}/"
+    ranks = {k[len(prefix):]: v.numpy() for k, v in tensors.items()
+             if k.startswith(prefix) and k != prefix + "users"}
+    metrics = {p: sec[p] for p in ranks}
+    return EvalResult(stage, metrics, ranks, tensors[prefix + "users"].numpy(), sec["exclude_history"])
 
 
 def format_table(models: dict[str, dict[str, EvalResult]], metrics=TABLE_METRICS) -> str:

@@ -465,7 +465,10 @@ def test_row_counts_of_full_rows_do_not_overflow_byte_lanes():
 def test_one_counter_serves_catalogues_of_different_sizes():
     counter = evaluator_module._RankCounter(threads=1)
     none = np.empty(0, np.int64)
-    for n in (2040, 2039, 2041, 2040):           # same buffer width for the first three
-        s = torch.zeros(3, n)                     # all tied: rank = n - 2 (padding and target out)
+    # (columns, target score): the first call marks every column "below"; the next ones must not
+    # see those marks in the columns past their own width (same buffer width 2040 for the first two)
+    for n, top in ((2040, 1.0), (2039, 0.0), (2041, 0.0), (2040, 0.0)):
+        s = torch.zeros(3, n)
+        s[:, 1] = top
         r = counter(s, s[:, 1], torch.tensor([1, 1, 1]), none, none)
-        assert r.tolist() == [n - 2] * 3
+        assert r.tolist() == [0 if top else n - 2] * 3     # all tied: all but padding and target

@@ -131,7 +131,7 @@ class TrainingSamples:
         rng = np.random.default_rng([seed, epoch])
         perm = rng.permutation(len(self))
         if bucket_batches > 1:
-            lengths = np.minimum(self.history_lengths()[perm], 10 ** 6)
+            lengths = self.history_lengths()[perm]
             window = batch_size * bucket_batches
             win = np.arange(len(perm)) // window
             perm = perm[np.lexsort((lengths, win))]

@@ -30,8 +30,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _gin_error(e: Exception) -> str:
+def _gin_error(e: Exception, params: list[str] | None = None) -> str:
     msg = " ".join(str(e).split())
+    # A syntax error in a --gin_param reports only its line in the joined bindings; name the binding.
+    if isinstance(e, SyntaxError) and e.filename is None and e.lineno and params:
+        lines = "\n".join(params).splitlines()
+        if 1 <= e.lineno <= len(lines):
+            msg += f" in --gin_param {lines[e.lineno - 1].strip()!r}"
     return f"gin config error: {msg}"
 
 
@@ -44,7 +49,7 @@ def parse_gin(files: list[str], params: list[str]) -> None:
     try:
         gin.parse_config_files_and_bindings(files, params, finalize_config=False)
     except (ValueError, KeyError, TypeError, SyntaxError, IOError) as e:
-        raise RecError(_gin_error(e)) from None
+        raise RecError(_gin_error(e, params)) from None
 
 
 def git_commit() -> str:

@@ -1,0 +1,136 @@
+"""Bad input to any command-line script: exit status 2, exactly one line on stderr that says what is
+wrong (naming the file, key or id) and how to fix it, no traceback, and no partial artifact.
+
+The cases are the table in tests/reliability_cases.py (also the source of docs/reliability.md).
+They run as subprocesses on tiny inputs built once per session; two at a time, since nearly all
+their time is Python start-up and imports.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from reliability_cases import (ARTIFACTS, CASES, EXIT_USER_ERROR, ML_DATA, SCORER_TINY, Case, build_world,
+                               execute, gin_args, leftovers, run_script, snapshot, stderr_lines)
+from retrieval.io import read_json
+
+BY_NAME = {c.name: c for c in CASES}
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("reliability") / "world")
+
+
+@pytest.fixture(scope="session")
+def finished_runs_before(world):
+    return {p: snapshot(p) for p in (world.onerec, world.scorer, world.sid_ml)}
+
+
+@pytest.fixture(scope="session")
+def outcomes(request, world, finished_runs_before, tmp_path_factory):
+    """Run every case this session selected (two at a time); {name: (proc, before, after, run_dir)}."""
+    wanted = [item.callspec.params["name"] for item in request.session.items
+              if item.originalname == "test_bad_input_fails_cleanly" and hasattr(item, "callspec")]
+    runs = tmp_path_factory.mktemp("runs")
+
+    def one(name):
+        rd = runs / name
+        return name, (*execute(BY_NAME[name], world, rd), rd)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(one, wanted))
+
+
+def test_the_table_has_at_least_30_cases_over_every_script():
+    assert len(CASES) >= 30 and len(BY_NAME) == len(CASES)
+    assert {c.script for c in CASES} == {"prepare_data.py", "evaluate_baseline.py", "train_rqvae.py",
+                                         "train_sasrec.py", "train_onerec.py", "recommend.py", "compare.py"}
+
+
+@pytest.mark.parametrize("name", [c.name for c in CASES])
+def test_bad_input_fails_cleanly(name, outcomes):
+    case: Case = BY_NAME[name]
+    proc, before, after, run_dir = outcomes[name]
+    lines = stderr_lines(proc)
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-2500:]
+    assert proc.returncode == EXIT_USER_ERROR, proc.stderr[-2500:]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and case.expect in lines[0], lines[0]
+    if case.prepare is None:
+        assert not run_dir.exists(), sorted(after)            # the directory it made is removed
+    else:
+        assert after == before                                # an existing run is left untouched
+    assert not any(p.rsplit("/", 1)[-1] in ARTIFACTS for p in set(after) - set(before))
+    assert leftovers(run_dir) == []
+
+
+def test_failed_cases_left_the_finished_runs_untouched(outcomes, world, finished_runs_before):
+    assert outcomes is not None                               # runs after the cases
+    for path, files in finished_runs_before.items():
+        assert snapshot(path) == files, path
+        assert leftovers(path) == []
+
+
+# ---------------------------------------------------------------- inputs that are accepted
+def _prepare(world, tmp_path, text: str):
+    rd = tmp_path / "run"
+    proc = run_script("prepare_data.py", ["--gin_file", "configs/synthetic/data.gin",
+                                          *gin_args(["load_split.name='text'", f"TextSource.path='{world.text[text]}'"]),
+                                          "--run_dir", str(rd)], world.cache)
+    assert proc.returncode == 0, proc.stderr
+    return read_json(rd / "results.json")["dataset"]
+
+
+def test_duplicated_rows_are_kept_as_repeated_interactions(world, tmp_path):
+    """Decision: a repeated line is a repeated interaction (as in the SASRec/TiSASRec loaders, and
+    as SPEC §2 counts every rating), so duplicating every line doubles the interactions and
+    changes no user or item count."""
+    once, twice = _prepare(world, tmp_path / "a", "good"), _prepare(world, tmp_path / "b", "duplicated")
+    assert twice["raw_counts"]["interactions"] == 2 * once["raw_counts"]["interactions"]
+    assert twice["counts"]["interactions"] == 2 * once["counts"]["interactions"]
+    assert (twice["counts"]["users"], twice["counts"]["items"]) == (once["counts"]["users"], once["counts"]["items"])
+
+
+def test_users_with_one_interaction_are_dropped_not_an_error(world, tmp_path):
+    """A few one-event users among normal ones are filtered out (SPEC §2: < 3 events)."""
+    mixed = world.root / "text" / "mixed.txt"
+    mixed.write_text(world.text["good"].read_text() + "".join(f"{u} 1 5\n" for u in range(500, 505)))
+    rd = tmp_path / "run"
+    proc = run_script("prepare_data.py", ["--gin_file", "configs/synthetic/data.gin",
+                                          *gin_args(["load_split.name='text'", f"TextSource.path='{mixed}'"]),
+                                          "--run_dir", str(rd)], world.cache)
+    assert proc.returncode == 0, proc.stderr
+    ds = read_json(rd / "results.json")["dataset"]
+    assert ds["raw_counts"]["users"] == 45 and ds["counts"]["users"] == 40
+
+
+def test_tisasrec_on_a_file_without_timestamps_falls_back_to_positions_and_says_so(world, tmp_path):
+    """Decision (the scorer trainer's): without a timestamp column the times are event positions,
+    so TiSASRec's intervals are position gaps; the run succeeds and results.json records it."""
+    rd = tmp_path / "run"
+    args = ["--gin_file", "configs/synthetic/tisasrec-bce.gin",
+            *gin_args(SCORER_TINY + ["load_split.name='text'", f"TextSource.path='{world.text['no_time']}'"]),
+            "--run_dir", str(rd)]
+    proc = run_script("train_sasrec.py", args, world.cache)
+    assert proc.returncode == 0, proc.stderr
+    res = read_json(rd / "results.json")
+    assert res["dataset"]["has_time"] is False and res["model"]["variant"] == "tisasrec"
+    assert any("no timestamps" in n and "position" in n for n in res["notes"]), res["notes"]
+
+
+def test_the_world_is_valid_input(world, tmp_path):
+    """The shared inputs are good apart from what each case breaks: the tiny MovieLens copy loads
+    and recommend works on the finished run (so the recommend cases fail for their own reason)."""
+    rd = tmp_path / "prep"
+    proc = run_script("prepare_data.py", ["--gin_file", "configs/synthetic/data.gin",
+                                          *gin_args(ML_DATA + [f"MovieLensLatestSmallSource.path='{world.ml['tiny']}'"]),
+                                          "--run_dir", str(rd)], world.cache)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_script("recommend.py", ["--onerec_run", str(world.onerec), "--titles", "Movie 3 (1993)",
+                                       "--k", "5", "--json"], world.cache)
+    assert proc.returncode == 0, proc.stderr
+    recs = json.loads(proc.stdout)["generative"]
+    assert len(recs) == 5 and "3" not in [r["raw_id"] for r in recs]     # history excluded

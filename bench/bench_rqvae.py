@@ -79,10 +79,13 @@ def bench_beauty(args) -> None:
 
 def bench_large(args) -> None:
     """62,423 items (ML-25M's catalogue size), 384-d: memory must stay linear in N."""
-    n, d = 62_423, 384
+    n, d, intrinsic = 62_423, 384, 32
     rng = np.random.default_rng(0)
-    topics = rng.standard_normal((500, d)).astype(np.float32)
-    x = topics[rng.integers(0, 500, n)] + 0.5 * rng.standard_normal((n, d)).astype(np.float32)
+    # Text-like geometry: 500 topics in a 32-d latent space, mapped into 384-d, plus weak noise.
+    topics = rng.standard_normal((500, intrinsic)).astype(np.float32)
+    z = topics[rng.integers(0, 500, n)] + 0.7 * rng.standard_normal((n, intrinsic)).astype(np.float32)
+    x = z @ rng.standard_normal((intrinsic, d)).astype(np.float32) / np.sqrt(intrinsic)
+    x += 0.05 * rng.standard_normal((n, d)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     for name in args.large_tokenizers:
         tok = make_tokenizer(name, seed=0)
@@ -100,11 +103,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", nargs="+", default=["beauty", "large"], choices=["beauty", "large"])
     p.add_argument("--tokenizers", nargs="+", default=["rqvae", "rqkmeans", "balanced_rqkmeans"])
-    p.add_argument("--large_tokenizers", nargs="+", default=["rqkmeans", "balanced_rqkmeans"])
+    p.add_argument("--large_tokenizers", nargs="+", default=["rqkmeans", "balanced_rqkmeans", "rqvae"])
     p.add_argument("--steps", type=int, default=None, help="RQ-VAE steps (default: the gin default)")
-    p.add_argument("--large_steps", type=int, default=300)
+    p.add_argument("--large_steps", type=int, default=2000)
     p.add_argument("--use_cache", action="store_true", help="reuse cached Beauty embeddings")
     args = p.parse_args()
+    import gin
+    # The frozen stage-1 defaults (PCA width of RQ-KMeans, RQ-VAE steps, ...), as the script uses.
+    gin.parse_config_file(str(Path(__file__).resolve().parents[1] / "configs/base/semantic_ids.gin"))
     print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}", flush=True)
     if "beauty" in args.parts:

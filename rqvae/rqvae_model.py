@@ -72,7 +72,7 @@ class RQVAETokenizer:
 
     def __init__(self, levels: int = 3, codebook_size: int = 256, seed: int = 0,
                  hidden_dims=(512, 256, 128), latent_dim: int = 32, beta: float = 0.25,
-                 gradient: str = "rotation", steps: int = 2000, batch_size: int = 1024,
+                 gradient: str = "rotation", steps: int = 2000, batch_size: int = 512,
                  lr: float = 1e-3, weight_decay: float = 1e-4, lr_schedule: str = "cosine",
                  kmeans_init_size: int = 1024, reset_every: int = 100, reset_until: float = 1.0,
                  log_every: int = 100):

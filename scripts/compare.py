@@ -12,14 +12,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval import cli  # noqa: E402
+from retrieval import cli, comparison, comparison_report  # noqa: E402  (registers Comparison)
+from retrieval.data import load_split  # noqa: E402  (registers the dataset sources)
+from retrieval.evaluation import Evaluator  # noqa: E402
 
 
 def main(args, run_dir: Path) -> None:
-    from retrieval import comparison, comparison_report
-    from retrieval.data import load_split
-    from retrieval.evaluation import Evaluator
-
     comp = comparison.Comparison()
     specs = comp.plan()
     comparison.execute(specs, run_dir)

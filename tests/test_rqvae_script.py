@@ -126,3 +126,23 @@ def test_category_prefix_sharing_by_hand():
     assert s["same_category"] == pytest.approx([1.0, 0.5], abs=0.03)
     # random distinct pairs: 1/3 are same-genre; P(share c1) = 1/3, P(share c1 and c2) = 1/6
     assert s["random_pairs"] == pytest.approx([1 / 3, 1 / 6], abs=0.03)
+
+
+@pytest.mark.parametrize("dataset", ["amazon-beauty", "ml-latest-small", "ml-25m", "synthetic"])
+def test_frozen_configs_parse_and_select_their_tokenizer(dataset):
+    import gin
+
+    from retrieval import cli
+    from rqvae.tokenizer import make_tokenizer
+
+    gin.add_config_file_search_path(str(ROOT))      # includes are relative to the repo root
+    try:
+        for name in ["rqvae", "rqkmeans", "balanced_rqkmeans"]:
+            cli.parse_gin([str(ROOT / "configs" / dataset / f"{name}.gin")], [])
+            tok = make_tokenizer()
+            assert tok.name == name and tok.levels == 3
+            assert tok.codebook_size == (64 if dataset == "synthetic" else 256)
+            if name != "rqvae":
+                assert tok.pca_dim == 24
+    finally:
+        gin.clear_config()

@@ -71,12 +71,12 @@ class _SinkhornKnopp(torch.autograd.Function):
         n = p.shape[-1]
         pg = p * grad
         a, b = pg.sum(-1), pg.sum(-2)                                     # (..., n) row / column sums
-        pt = p.transpose(-1, -2)
         eye = torch.eye(n, dtype=p.dtype, device=p.device)
-        system = eye - pt @ p + 1.0 / n                                   # (..., n, n)
-        rhs = b - (pt @ a.unsqueeze(-1)).squeeze(-1)
+        ptp = (p[..., :, :, None] * p[..., :, None, :]).sum(-3)           # Pᵀ P, (..., n, n)
+        system = eye - ptp + 1.0 / n
+        rhs = b - (p * a[..., :, None]).sum(-2)                           # b − Pᵀ a
         beta = torch.linalg.solve(system, rhs)                            # (..., n)
-        alpha = a - (p @ beta.unsqueeze(-1)).squeeze(-1)
+        alpha = a - (p * beta[..., None, :]).sum(-1)                      # a − P β
         return p * (grad - alpha.unsqueeze(-1) - beta.unsqueeze(-2)), None, None, None
 
 
@@ -133,9 +133,11 @@ class HyperConnection(nn.Module):
 
     def forward(self, x: torch.Tensor, sublayer: Sublayer) -> torch.Tensor:
         h_pre, h_post, h_res = self.mappings(x)
-        inp = torch.einsum("bln,blnd->bld", h_pre.to(x.dtype), x)        # (B, L, d)
+        # Per-token n×n and 1×n products written as broadcasts: as batched matmuls they would be
+        # B·L tiny GEMMs, several times slower on CPU.
+        inp = (h_pre.to(x.dtype)[..., None] * x).sum(-2)                 # (B, L, d)
         out = sublayer(inp)                                               # (B, L, d)
-        mixed = torch.einsum("blij,bljd->blid", h_res, x)                 # (B, L, n, d)
+        mixed = (h_res[..., None] * x[..., None, :, :]).sum(-2)           # (B, L, n, d)
         return mixed + h_post.to(out.dtype)[..., None] * out[..., None, :]
 
 

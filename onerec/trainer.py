@@ -10,6 +10,7 @@ on validation), metrics.jsonl (training curves: kind "train" and "eval" records)
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class OneRecTrainer:
         if self.eval_users <= 0 or self.eval_users >= num_users:
             return np.arange(num_users)
         rng = np.random.default_rng(self.eval_seed)
-        return np.sort(rng.choice(num_users, size=self.eval_users, replace=False))   # same as pipeline.subsample
+        return np.sort(rng.choice(num_users, size=self.eval_users, replace=False))
 
     def fit(self, model: OneRecModel, split: SplitData, run_dir: Path, config_hash: str,
             evaluator: Evaluator, resume: bool = False,
@@ -146,7 +147,9 @@ class OneRecTrainer:
             return stopper.should_stop
 
         model.train()
-        done = False
+        done = stopper.should_stop                            # a resumed run that had stopped
+        if done:
+            stopped_by = "early_stopping"
         bar = tqdm(total=total, initial=step, desc="train onerec", disable=not self.progress,
                    dynamic_ncols=True)
         while not done and epoch < self.max_epochs:
@@ -200,7 +203,6 @@ class OneRecTrainer:
 
 def _truncate_log(log: MetricsLog, step: int) -> None:
     """Keep only the metrics records up to `step` (the resume point), rewritten atomically."""
-    import json
     records = [r for r in log.read() if r.get("step", 0) <= step]
     if log.path is not None:
         write_text(log.path, "".join(json.dumps(r, default=float) + "\n" for r in records))

@@ -148,7 +148,7 @@ def text_embeddings(split: SplitData, encoder: TextEncoder | None = None,
     if empty.any():
         x = item_features.fill_from_neighbours(x, empty, split)
         key = fingerprint(key, "filled", empty)
-    return ItemEmbeddings(x.astype(np.float32), key, "text", model)
+    return ItemEmbeddings(x.astype(np.float32), key, "text", f"{encoder.model_dir} ({model})")
 
 
 @gin.configurable

@@ -2,9 +2,9 @@
 and restarted with --resume ends with the same test metrics as a run that was never interrupted;
 a NaN/inf loss stops it with one line naming the step and leaves no corrupt checkpoint.
 
-Kill points: each round waits until the running process has written a new checkpoint (so every
-round makes progress), then sleeps a seeded random delay and kills it, which lands anywhere in the
-next training steps, evaluations or checkpoint writes. The first round instead kills at a random
+Kill points: each round lets the running process write 1 or 2 more checkpoints (seeded random
+choice; so every round makes progress), then kills it after a seeded random delay, which lands
+somewhere in the next training steps, evaluation or checkpoint write. The first round instead kills at a random
 time after start-up, usually before any checkpoint exists (the restart then starts over).
 """
 from __future__ import annotations
@@ -27,11 +27,10 @@ from retrieval.io import load_tensors, read_json
 
 # Several short epochs (the scorer checkpoints once per epoch) / steps (OneRec: every 2 steps).
 SCORER_RUN = ["--gin_file", "configs/synthetic/sasrec-bce.gin",
-              *gin_args(SYN + SCORER_TINY + ["ScorerTrainer.num_epochs=6", "ScorerTrainer.patience=10",
+              *gin_args(SYN + SCORER_TINY + ["ScorerTrainer.num_epochs=8", "ScorerTrainer.patience=10",
                                              "ScorerTrainer.seed=7"])]
-ONEREC_STEPS = ["OneRecTrainer.max_steps=14", "OneRecTrainer.eval_every_steps=4", "OneRecTrainer.eval_users=30",
+ONEREC_STEPS = ["OneRecTrainer.max_steps=20", "OneRecTrainer.eval_every_steps=4", "OneRecTrainer.eval_users=30",
                 "OneRecTrainer.checkpoint_every_steps=2", "OneRecTrainer.seed=7", "OneRecTrainer.batch_size=8"]
-KILLS = 3
 
 
 def onerec_run(sid_dir: Path) -> list[str]:
@@ -51,47 +50,49 @@ def world(tmp_path_factory):
     return {"root": root, "cache": cache, "sid": sid}
 
 
-def _checkpoint_mtime(run_dir: Path) -> float:
-    p = run_dir / "checkpoints" / "last.json"
+def _progress(run_dir: Path, key: str) -> int:
+    """`key` ('epoch' or 'step') of the last checkpoint; -1 when there is none yet."""
     try:
-        return p.stat().st_mtime_ns
-    except FileNotFoundError:
-        return 0
+        return int(json.loads((run_dir / "checkpoints" / "last.json").read_text())["state"][key])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return -1
 
 
-def run_with_kills(script: str, args: list[str], run_dir: Path, cache: Path, seed: int,
-                   kills: int = KILLS, max_delay: float = 0.4) -> list[str]:
-    """Run to completion, SIGKILLing it `kills` times; returns a log of what happened per round."""
+def run_with_kills(script: str, args: list[str], run_dir: Path, cache: Path, seed: int, key: str,
+                   unit: int, attempts: int = 4, max_delay: float = 0.05) -> list[str]:
+    """Run to completion, SIGKILLing it up to `attempts` times; returns what happened per round.
+
+    Round 0 kills at a random time after start; round r > 0 lets the run write 1 or 2 more
+    checkpoints (`unit` = the checkpoint interval in `key` units), then kills it within `max_delay`
+    seconds, i.e. somewhere in the next steps, evaluation or checkpoint write."""
     rng = random.Random(seed)
-    log = []
-    killed = 0
-    for round_ in range(kills + 20):
+    log, killed = [], 0
+    for round_ in range(attempts + 1):
         resume = (run_dir / "checkpoints" / "last.json").is_file()
         cmd = [sys.executable, f"scripts/{script}", *args, "--run_dir", str(run_dir)] + (["--resume"] if resume else [])
-        seen = _checkpoint_mtime(run_dir)
+        start = _progress(run_dir, key)
         proc = subprocess.Popen(cmd, cwd=REPO, env=env(cache), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
-        if killed < kills:
+        if round_ < attempts:
             if round_ == 0:
-                time.sleep(rng.uniform(0.5, 3.0))                   # somewhere in start-up / early training
+                time.sleep(rng.uniform(0.5, 3.0))
             else:
-                while proc.poll() is None and _checkpoint_mtime(run_dir) == seen:
-                    time.sleep(0.01)
+                target = max(start, 0) + unit * rng.randint(1, 2)
+                while proc.poll() is None and _progress(run_dir, key) < target:
+                    time.sleep(0.005)
                 time.sleep(rng.uniform(0.0, max_delay))
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 killed += 1
-                state = read_json(run_dir / "checkpoints/last.json")["state"] if resume or \
-                    (run_dir / "checkpoints/last.json").is_file() else None
-                log.append(f"killed (resume={resume}); last checkpoint now "
-                           f"{ {k: state[k] for k in ('epoch', 'step') if k in state} if state else None}")
+                log.append(f"round {round_}: killed (resumed from {key} {start}); last checkpoint "
+                           f"now at {key} {_progress(run_dir, key)}")
                 continue
         err = proc.communicate(timeout=600)[1]
         assert proc.returncode == 0, f"round {round_} (resume={resume}) failed:\n{err[-3000:]}"
-        log.append(f"finished (resume={resume})")
+        log.append(f"round {round_}: finished (resumed from {key} {start})")
         break
-    assert killed >= kills, f"only {killed} kills landed before the run finished: {log}"
+    assert killed >= 3, f"only {killed} kills landed before the run finished: {log}"
     return log
 
 
@@ -118,7 +119,7 @@ def test_scorer_killed_three_times_resumes_to_the_uninterrupted_result(world):
     proc = run_script("train_sasrec.py", SCORER_RUN + ["--run_dir", str(straight)], world["cache"])
     assert proc.returncode == 0, proc.stderr
     crashed = world["root"] / "sasrec-crashed"
-    log = run_with_kills("train_sasrec.py", SCORER_RUN, crashed, world["cache"], seed=11)
+    log = run_with_kills("train_sasrec.py", SCORER_RUN, crashed, world["cache"], seed=11, key="epoch", unit=1)
     assert_same_test_metrics(straight, crashed)
     assert read_json(crashed / "results.json")["best_epoch"] == read_json(straight / "results.json")["best_epoch"]
     a = load_tensors(straight / "checkpoints/best.safetensors")
@@ -132,10 +133,11 @@ def test_onerec_killed_three_times_resumes_to_the_uninterrupted_result(world):
     proc = run_script("train_onerec.py", onerec_run(world["sid"]) + ["--run_dir", str(straight)], world["cache"])
     assert proc.returncode == 0, proc.stderr
     crashed = world["root"] / "onerec-crashed"
-    log = run_with_kills("train_onerec.py", onerec_run(world["sid"]), crashed, world["cache"], seed=12)
+    log = run_with_kills("train_onerec.py", onerec_run(world["sid"]), crashed, world["cache"], seed=12,
+                         key="step", unit=2, max_delay=0.1)
     assert_same_test_metrics(straight, crashed)
     ra, rb = read_json(straight / "results.json"), read_json(crashed / "results.json")
-    assert ra["training"]["best_step"] == rb["training"]["best_step"] and ra["training"]["steps"] == 14, log
+    assert ra["training"]["best_step"] == rb["training"]["best_step"] and ra["training"]["steps"] == 20, log
     a = load_tensors(straight / "checkpoints/best.safetensors")
     b = load_tensors(crashed / "checkpoints/best.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), log
@@ -158,14 +160,17 @@ def _finite_checkpoints(run_dir: Path) -> None:
     assert_no_leftovers(run_dir)
 
 
-def test_scorer_nan_loss_names_the_step_and_saves_nothing(world):
+def test_scorer_nan_loss_names_the_step_and_keeps_the_last_finite_checkpoint(world):
+    """lr = 1e30 with one batch per epoch: epoch 1 ends with huge but finite weights, the loss of
+    epoch 2's first step is NaN."""
     run = world["root"] / "sasrec-nan"
-    proc = run_script("train_sasrec.py", SCORER_RUN + gin_args(["ScorerTrainer.lr=1e30"]) + ["--run_dir", str(run)],
-                      world["cache"])
+    params = ["ScorerTrainer.lr=1e30", "ScorerTrainer.batch_size=64"]
+    proc = run_script("train_sasrec.py", SCORER_RUN + gin_args(params) + ["--run_dir", str(run)], world["cache"])
     line = _one_line(proc)
-    assert line.startswith("error: training loss is nan at epoch 1, batch ") and "(global step " in line, line
-    # the NaN came in epoch 1, before any checkpoint: the run directory is gone
-    assert not run.exists()
+    assert line.startswith("error: training loss is nan at epoch 2, batch 0 (global step 2); "), line
+    assert read_json(run / "checkpoints/last.json")["state"]["epoch"] == 1
+    assert not (run / "results.json").exists()
+    _finite_checkpoints(run)
 
 
 def test_onerec_nan_loss_names_the_step_and_keeps_only_finite_checkpoints(world):

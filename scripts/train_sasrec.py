@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import gin
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Imported before gin parses the configs, so every configurable they name is registered.
@@ -21,7 +23,7 @@ from retrieval.losses import ScorerLoss  # noqa: E402
 from retrieval.models import SequentialScorer  # noqa: E402
 from retrieval.negatives import build_negative_sampler  # noqa: E402
 from retrieval.scorer_trainer import ScorerTrainer  # noqa: E402
-from retrieval.training import set_seed  # noqa: E402
+from retrieval.training import config_hash, set_seed  # noqa: E402
 
 
 def main(args, run_dir: Path) -> None:
@@ -43,6 +45,7 @@ def main(args, run_dir: Path) -> None:
         "model": {"variant": model.variant, "params": model.num_parameters(), **model.config,
                   "loss": loss.name, "num_negatives": loss.num_negatives,
                   "negative_sampler": type(sampler).__name__},
+        "config_hash": config_hash(gin.config_str()),
         "notes": notes,
         "env": cli.env_info(),
     }

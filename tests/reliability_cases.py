@@ -456,6 +456,9 @@ def main() -> None:
         for n, case in enumerate(CASES, 1):
             proc, _, _ = execute(case, world, Path(tmp) / "runs" / case.name)
             lines = stderr_lines(proc)
+            if "Traceback" in proc.stderr:      # a bug: show the exception, not the whole stack
+                lines = ["Traceback (…)"] + [ln.strip() for ln in lines if not ln.startswith(" ")][-1:] + \
+                        [ln.strip() for ln in lines if ln.strip().startswith("In call to configurable")][-1:]
             shown = " ⏎ ".join(lines) if lines else "(nothing)"
             shown = shown.replace(tmp, "$TMP").replace(str(REPO), ".").replace("|", "\\|")
             if len(shown) > 600:

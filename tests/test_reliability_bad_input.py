@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from reliability_cases import (ARTIFACTS, CASES, EXIT_USER_ERROR, ML_DATA, SCORER_TINY, Case, build_world,
+from reliability_cases import (ARTIFACTS, CASES, EXIT_USER_ERROR, ML_DATA, SCORER_TINY, SYN, Case, build_world,
                                execute, gin_args, leftovers, run_script, snapshot, stderr_lines)
 from retrieval.io import read_json
 
@@ -60,7 +60,7 @@ def test_bad_input_fails_cleanly(name, outcomes):
     assert len(lines) == 1, lines
     assert lines[0].startswith("error: ") and case.expect in lines[0], lines[0]
     if case.prepare is None:
-        assert not run_dir.exists(), sorted(after)            # the directory it made is removed
+        assert after == {}, sorted(after)       # absent, or (compare.py keeps its run dir) empty
     else:
         assert after == before                                # an existing run is left untouched
     assert not any(p.rsplit("/", 1)[-1] in ARTIFACTS for p in set(after) - set(before))
@@ -134,3 +134,15 @@ def test_the_world_is_valid_input(world, tmp_path):
     assert proc.returncode == 0, proc.stderr
     recs = json.loads(proc.stdout)["generative"]
     assert len(recs) == 5 and "3" not in [r["raw_id"] for r in recs]     # history excluded
+
+
+def test_a_documented_negative_sampler_name_is_accepted(world, tmp_path):
+    """retrieval/samplers.py documents `build_negative_sampler.name = 'popularity'` (and 'hard',
+    'mixture', 'curriculum', 'growing'); the script must offer them, not only 'uniform'."""
+    rd = tmp_path / "run"
+    args = ["--gin_file", "configs/synthetic/sasrec-bce.gin",
+            *gin_args(SYN + SCORER_TINY + ["ScorerTrainer.num_epochs=1", "build_negative_sampler.name='popularity'"]),
+            "--run_dir", str(rd)]
+    proc = run_script("train_sasrec.py", args, world.cache)
+    assert proc.returncode == 0, proc.stderr
+    assert read_json(rd / "results.json")["model"]["negative_sampler"] != "UniformNegativeSampler"

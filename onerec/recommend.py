@@ -48,8 +48,9 @@ class Recommender:
     """Loads a OneRec run (and optionally a scorer run) on the same dataset split."""
 
     def __init__(self, onerec_run, scorer_run=None):
-        from onerec.model import OneRecModel
+        import onerec.pipeline  # noqa: F401  (registers every configurable a OneRec run binds)
         import retrieval.data  # noqa: F401  (registers dataset sources)
+        from onerec.model import OneRecModel
 
         self.onerec_run = Path(onerec_run)
         _check_run(self.onerec_run, "scripts/train_onerec.py")
@@ -58,7 +59,12 @@ class Recommender:
             self.scorer_run = Path(scorer_run)
             _check_run(self.scorer_run, "scripts/train_sasrec.py")
             files.append(str(self.scorer_run / "config.gin"))
-            import retrieval.models  # noqa: F401  (registers the scorer configurables)
+            # Register every configurable a scorer run binds.
+            import retrieval.losses  # noqa: F401
+            import retrieval.models  # noqa: F401
+            import retrieval.negatives  # noqa: F401
+            import retrieval.samplers  # noqa: F401
+            import retrieval.scorer_trainer  # noqa: F401
         gin.clear_config()
         try:
             gin.parse_config_files_and_bindings(files, [], finalize_config=False)

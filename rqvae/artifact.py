@@ -104,6 +104,11 @@ class SemanticIds:
             raise RecError(f"{run_dir / CODES_FILE} not found; point to the --run_dir of a finished "
                            "scripts/train_rqvae.py run")
         meta = read_json(run_dir / META_FILE)
+        required = {"levels": int, "codebook_size": int, "dataset_fingerprint": str}
+        bad = [k for k, t in required.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), t)]
+        if bad:
+            raise RecError(f"{run_dir / META_FILE}: missing or invalid key(s) {', '.join(bad)}; the "
+                           "artifact is damaged, re-run scripts/train_rqvae.py")
         tensors = load_tensors(run_dir / CODES_FILE)
         codes = tensors.get("codes")
         if codes is None or codes.ndim != 2 or codes.shape[1] != meta.get("levels", -1) + 1:

@@ -22,6 +22,7 @@ from retrieval.io import write_json  # noqa: E402
 from retrieval.losses import ScorerLoss  # noqa: E402
 from retrieval.models import SequentialScorer  # noqa: E402
 from retrieval.negatives import build_negative_sampler  # noqa: E402
+import retrieval.samplers  # noqa: E402,F401  (registers popularity/hard/mixture/... samplers)
 from retrieval.scorer_trainer import ScorerTrainer  # noqa: E402
 from retrieval.training import config_hash, set_seed  # noqa: E402
 

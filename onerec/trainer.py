@@ -162,8 +162,13 @@ class OneRecTrainer:
                                    f"batch {pos}); lower OneRecTrainer.lr or raise warmup_steps")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if self.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+                # A finite loss can still have non-finite gradients (e.g. an exploding lr); check the
+                # norm before the step so no NaN weights reach a checkpoint.
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                      self.grad_clip if self.grad_clip > 0 else float("inf"))
+                if not torch.isfinite(norm):
+                    raise RecError(f"gradient norm is {norm.item()} at step {step + 1} (epoch {epoch}, "
+                                   f"batch {pos}); lower OneRecTrainer.lr or raise warmup_steps")
                 opt.step()
                 sched.step()
                 step, pos = step + 1, pos + 1

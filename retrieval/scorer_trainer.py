@@ -192,8 +192,10 @@ class ScorerTrainer:
                 # weigh ~10x more and Beauty trains visibly worse per epoch.
                 loss = loss * (len(pos) / per_batch)
             loss.backward()
-            if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
+            if not torch.isfinite(norm):   # finite loss, exploding gradients: stop before the step
+                raise RecError(f"gradient norm is {norm.item()} at epoch {epoch}, batch {b} (global "
+                               f"step {step + 1}); lower ScorerTrainer.lr, then start again or --resume")
             optimizer.step()
             step += 1
             total += value * len(pos)

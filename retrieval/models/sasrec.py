@@ -115,7 +115,10 @@ class SequentialScorer(nn.Module):
         for key, value in (("maxlen", maxlen), ("hidden", hidden), ("num_heads", num_heads),
                            ("num_blocks", num_blocks), ("time_span", time_span),
                            ("mhc_streams", mhc_streams), ("num_items", num_items)):
-            if int(value) <= 0:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RecError(f"SequentialScorer.{key} = {value!r} must be a positive integer; fix it "
+                               "in the gin config")
+            if value <= 0:
                 raise RecError(f"SequentialScorer.{key} = {value} must be > 0; fix it in the gin config")
         if hidden % num_heads:
             raise RecError(f"SequentialScorer.hidden = {hidden} is not divisible by num_heads = "

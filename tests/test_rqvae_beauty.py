@@ -35,8 +35,9 @@ def _pairs(categories: np.ndarray, n: int = 200_000, seed: int = 0):
 @pytest.mark.parametrize("make", [
     lambda: RQKMeans(levels=3, codebook_size=16, seed=0),
     lambda: BalancedRQKMeans(levels=3, codebook_size=16, seed=0),
-    lambda: RQVAETokenizer(levels=3, codebook_size=16, seed=0, steps=200, batch_size=256,
-                           kmeans_init_size=512, reset_every=50, log_every=50),
+    lambda: RQVAETokenizer(levels=3, codebook_size=16, seed=0, hidden_dims=(256, 128), latent_dim=16,
+                           steps=150, batch_size=256, kmeans_init_size=512, reset_every=50,
+                           log_every=50),
 ], ids=["rqkmeans", "balanced_rqkmeans", "rqvae"])
 def test_items_of_one_category_share_level1_codes_far_more_than_random_pairs(beauty_subset, make):
     x, categories = beauty_subset

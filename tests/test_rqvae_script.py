@@ -95,10 +95,25 @@ def _same_topic_pairs(split, rng, n=20_000):
     return (a[same], b[same]), (a[keep], b[keep])
 
 
+@pytest.fixture(scope="module")
+def topic_split_and_embeddings(tmp_path_factory):
+    import os
+    old = os.environ.get("SEMID_CACHE_DIR")
+    os.environ["SEMID_CACHE_DIR"] = str(tmp_path_factory.mktemp("topic-cache"))
+    try:
+        split = _synthetic_split(600, 400)
+        return split, item_embeddings(split)
+    finally:
+        if old is None:
+            os.environ.pop("SEMID_CACHE_DIR")
+        else:
+            os.environ["SEMID_CACHE_DIR"] = old
+
+
 @pytest.mark.parametrize("tokenizer", [RQKMeans, BalancedRQKMeans])
-def test_items_of_one_topic_share_id_prefixes_far_more_than_random_pairs(tokenizer):
-    split = _synthetic_split(600, 400)
-    emb = item_embeddings(split)
+def test_items_of_one_topic_share_id_prefixes_far_more_than_random_pairs(tokenizer,
+                                                                         topic_split_and_embeddings):
+    split, emb = topic_split_and_embeddings
     res = build_semantic_ids(split, tokenizer(levels=3, codebook_size=16, seed=0), emb)
     codes = res.ids.codes[1:]
     assert len(np.unique(codes, axis=0)) == split.num_items

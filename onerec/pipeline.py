@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gin
 import numpy as np
+import torch
 
 from onerec.model import OneRecModel
 from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer
@@ -48,12 +49,14 @@ def collision_stats(sids: SemanticIds) -> dict:
 
 @gin.configurable
 def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gin.REQUIRED,
-                 final_users: int = 0) -> dict:
+                 final_users: int = 0, num_threads: int = 0) -> dict:
     """Train on the gin-selected dataset, select on validation, evaluate valid+test, write results.
 
     final_users: 0 = the final valid/test evaluation covers every user (the protocol); n > 0 = a
     fixed-seed subsample of n users (the trainer's eval seed), for CPU-bound smoke runs only. It is
     recorded in results.json ("protocol.final_users").
+    num_threads: torch intra-op threads (0 = torch's default). On a CPU shared with other jobs, 1
+    thread can beat 2: OpenMP workers spin-wait on each other when the cores are oversubscribed.
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -64,6 +67,8 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gi
     if not resume and has_ckpt:
         raise RecError(f"{run_dir} already holds a training run; pass --resume to continue it or "
                        "choose a fresh --run_dir")
+    if num_threads > 0:
+        torch.set_num_threads(int(num_threads))
     split = load_split()
     sids = load_semantic_ids(semantic_ids_dir, split)
     evaluator = Evaluator()
@@ -108,7 +113,8 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gi
                      "best_step": summary.best_step, "best_valid_subsample": summary.best_valid,
                      "stopped_by": summary.stopped_by, **trainer.describe(),
                      "max_minutes": trainer.max_minutes},
-        "checkpoint_config_hash": chash, "seed": trainer.seed, "timing": timing, "env": env_info()})
+        "checkpoint_config_hash": chash, "seed": trainer.seed, "timing": timing,
+        "env": {**env_info(), "torch_threads": torch.get_num_threads()}})
     write_results(run_dir, out)
     save_ranks(run_dir / "ranks.safetensors", {"onerec": evals})
     return out

@@ -32,6 +32,12 @@ def _stage(results: dict, model: str, stage: str) -> dict:
 def _test_ranks(run_dir: Path, model: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(users, full-ranking test ranks) of a run, from ranks.safetensors."""
     path = run_dir / "ranks.safetensors"
+    npz = run_dir / "per_user_ranks.npz"          # the scorer trainer's format
+    if not path.is_file() and npz.is_file():
+        with np.load(npz, allow_pickle=False) as z:
+            users, ranks = z["users"], z["test_full"]
+        order = np.argsort(users, kind="stable")
+        return users[order], ranks[order]
     if not path.is_file():
         return None
     t = {k: v.numpy() for k, v in load_tensors(path).items()}
@@ -64,11 +70,16 @@ def collect(specs: list[RunSpec], root: Path) -> dict:
     return models
 
 
-def _params(res: dict):
-    m = res.get("model")
-    if isinstance(m, dict):
-        return m.get("params")
-    return res.get("params") or res.get("training", {}).get("params")
+def _params(res: dict) -> int | None:
+    """Parameter count: scorers write model.params, OneRec params.num_parameters."""
+    for v in (res.get("model"), res.get("params")):
+        if isinstance(v, dict):
+            n = v.get("params", v.get("num_parameters"))
+            if isinstance(n, int):
+                return n
+        elif isinstance(v, int):
+            return v
+    return None
 
 
 def _curve(path: Path) -> list[tuple[float, float]]:
@@ -142,8 +153,12 @@ def paired_best(models: dict, table: dict, metric: str = "ndcg@10") -> dict | No
 def timing_rows(models: dict, split: SplitData) -> dict:
     rows = {}
     for name, rec in models.items():
-        train = [r["timing"].get("train_s", r["timing"].get("train_seconds")) for r in rec["runs"]]
-        ev = [r["timing"].get("eval_test_s", r["timing"].get("test_eval_seconds")) for r in rec["runs"]]
+        # Trainers name their timings differently: OneRec eval_test_s; scorers final_eval_seconds
+        # (valid + test evaluation together, so halved here).
+        train = [r["timing"].get("train_s", r["timing"].get("train_seconds_total")) for r in rec["runs"]]
+        ev = [r["timing"]["eval_test_s"] if "eval_test_s" in r["timing"] else
+              r["timing"]["final_eval_seconds"] / 2 if r["timing"].get("final_eval_seconds") else None
+              for r in rec["runs"]]
         train = [x for x in train if x is not None]
         ev = [x for x in ev if x is not None]
         rows[name] = {"train_s": float(np.mean(train)) if train else None,

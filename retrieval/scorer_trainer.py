@@ -241,10 +241,15 @@ class ScorerTrainer:
             _truncate_metrics(metrics.path, epoch)
 
         val_eval = Evaluator(sampled=False, progress=False)
-        val_users = None
+        val_users = np.arange(split.num_users)
         if self.eval_users is not None and self.eval_users < split.num_users:
             val_users = np.sort(np.random.default_rng(self.seed + 1).choice(
                 split.num_users, size=self.eval_users, replace=False))
+        # Validate users in order of history length: each evaluation batch is then only as wide as
+        # its rows (the model drops all-padding columns), ~5x less work on Beauty. The metrics are
+        # means, so the order does not change them. (The final evaluation keeps the natural order:
+        # its sampled-100 negatives are drawn in user order and must match other models'.)
+        val_users = val_users[np.argsort(split.train_lengths[val_users], kind="stable")]
 
         ran = 0
         while epoch < self.num_epochs and not stopper.should_stop:

@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import gin
-import numpy as np
 import torch
 
 from onerec.model import OneRecModel
-from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer
+from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer, subsample
 from retrieval.data.registry import load_split
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
@@ -34,13 +33,6 @@ def load_semantic_ids(semantic_ids_dir: str, split) -> SemanticIds:
     return sids
 
 
-def subsample(num_users: int, n: int, seed: int) -> np.ndarray:
-    """A sorted fixed-seed sample of n user rows (all users when n >= num_users)."""
-    if n <= 0 or n >= num_users:
-        return np.arange(num_users)
-    return np.sort(np.random.default_rng(seed).choice(num_users, size=n, replace=False))
-
-
 def collision_stats(sids: SemanticIds) -> dict:
     d = sids.codes[1:, -1]
     return {"items_with_d_gt_0": float((d > 0).mean()) if len(d) else 0.0,
@@ -48,7 +40,7 @@ def collision_stats(sids: SemanticIds) -> dict:
 
 
 @gin.configurable
-def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gin.REQUIRED,
+def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | None = None,
                  final_users: int = 0, num_threads: int = 0) -> dict:
     """Train on the gin-selected dataset, select on validation, evaluate valid+test, write results.
 
@@ -67,6 +59,9 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str = gi
     if not resume and has_ckpt:
         raise RecError(f"{run_dir} already holds a training run; pass --resume to continue it or "
                        "choose a fresh --run_dir")
+    if not semantic_ids_dir:
+        raise RecError("train_onerec.semantic_ids_dir is not set; bind it to the --run_dir of a "
+                       "finished scripts/train_rqvae.py run on the same dataset")
     if num_threads > 0:
         torch.set_num_threads(int(num_threads))
     split = load_split()

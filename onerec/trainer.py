@@ -44,6 +44,13 @@ class TrainSummary:
     train_seconds: float
 
 
+def subsample(num_users: int, n: int, seed: int) -> np.ndarray:
+    """A sorted fixed-seed sample of n user rows (all users when n <= 0 or n >= num_users)."""
+    if n <= 0 or n >= num_users:
+        return np.arange(num_users)
+    return np.sort(np.random.default_rng(seed).choice(num_users, size=n, replace=False))
+
+
 def lr_factor(step: int, warmup_steps: int, schedule: str, total_steps: int) -> float:
     """Multiplier of the peak learning rate after `step` optimizer steps: linear warm-up, then
     inverse square root (T5/TIGER) or cosine decay to 0 over `total_steps`."""
@@ -95,10 +102,7 @@ class OneRecTrainer:
             if self.schedule == "cosine" else {})
 
     def eval_subsample(self, num_users: int) -> np.ndarray:
-        if self.eval_users <= 0 or self.eval_users >= num_users:
-            return np.arange(num_users)
-        rng = np.random.default_rng(self.eval_seed)
-        return np.sort(rng.choice(num_users, size=self.eval_users, replace=False))
+        return subsample(num_users, self.eval_users, self.eval_seed)
 
     def fit(self, model: OneRecModel, split: SplitData, run_dir: Path, config_hash: str,
             evaluator: Evaluator, resume: bool = False,

@@ -2,11 +2,22 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from onerec.model import OneRecModel
 from retrieval.data.types import ItemCatalogue, SplitData
 from rqvae.artifact import SemanticIds
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one intra-op thread, and far faster on a shared, oversubscribed
+    CPU, where two OpenMP workers spin-wait on each other. Import this into a test module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def sids_from_prefixes(prefixes: np.ndarray, codebook_size: int, fingerprint: str = "test") -> SemanticIds:

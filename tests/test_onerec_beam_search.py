@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from onerec.beam_search import constrained_beam_search
 from onerec.cached_decoder import CachedT5Decoder
+from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
 from onerec_helpers import (assert_same_ranking, make_split, random_sids, sequence_logprobs,
                             sids_from_prefixes, tiny_model)
 from retrieval.batch import HistoryBatch

@@ -4,6 +4,7 @@ import torch
 
 from onerec.sequences import HistoryTokenizer, TrainingSamples, gather_ranges
 from onerec.vocab import PAD, SidVocab
+from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
 from onerec_helpers import make_split, sids_from_prefixes
 
 PREFIXES = np.array([[0, 3], [1, 2], [1, 2], [1, 0], [3, 3]])   # item i+1 = row i

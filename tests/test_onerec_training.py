@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 import retrieval.data  # noqa: F401  (registers the dataset sources)
 from onerec.trainer import OneRecTrainer, lr_factor
+from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
 from onerec_helpers import make_split, random_sids, tiny_model
 from retrieval.data.registry import load_split
 from retrieval.errors import RecError
@@ -81,6 +82,31 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
     assert strip(read(full)) == strip(read(crashed))
 
 
+def test_model_decodes_what_teacher_forcing_taught_it():
+    """Memorise a tiny catalogue's transitions (item i -> i+1); beam search must return exactly the
+    trained next item first, which checks decoder inputs, labels and decoding line up."""
+    from onerec.sequences import TrainingSamples, gather_ranges
+    from retrieval.batch import HistoryBatch
+    N = 24
+    train = [[(u + k) % N + 1 for k in range(6)] for u in range(48)]
+    split = make_split(train, [1] * 48, [1] * 48, N)
+    model = tiny_model(random_sids(N, levels=2, codebook_size=4, seed=0), seed=0, beam_width=5,
+                       d_model=32, d_ff=64, num_user_tokens=0, dropout=0.0)
+    samples = TrainingSamples(split)
+    batch = samples.batch(np.arange(len(samples)), model.tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(120):
+        loss = model(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    hist = torch.from_numpy(gather_ranges(split.train_items, samples.starts, samples.ends, 20))
+    top = model.generate(HistoryBatch(batch.users, hist, torch.zeros_like(hist)), 5)
+    assert torch.equal(top[:, 0], batch.targets)
+
+
 def test_nan_loss_names_the_step(tmp_path):
     split = _toy_split()
     model = tiny_model(random_sids(30, levels=2, codebook_size=4), beam_width=10)
@@ -123,7 +149,7 @@ def _script(run_dir, sids_dir, *params, resume=False):
            "--gin_param", "OneRecModel.num_layers = 1", "--gin_param", "OneRecModel.num_decoder_layers = 1",
            "--gin_param", "OneRecTrainer.max_steps = 4", "--gin_param", "OneRecTrainer.batch_size = 64",
            "--gin_param", "OneRecTrainer.progress = False", "--gin_param", "Evaluator.progress = False",
-           "--gin_param", "OneRecTrainer.log_every_steps = 2"]
+           "--gin_param", "OneRecTrainer.log_every_steps = 2", "--gin_param", "train_onerec.num_threads = 1"]
     for p in SYN + list(params):
         cmd += ["--gin_param", p]
     if resume:
@@ -159,6 +185,12 @@ def test_script_trains_evaluates_and_refuses_a_changed_config(tmp_path, syntheti
     changed = _script(run, synthetic_sids, "OneRecTrainer.lr = 0.5", resume=True)
     _one_line_error(changed, "checkpoint was made with another configuration")
     assert (run / "results.json").is_file()                     # an existing run is left alone
+
+
+def test_a_missing_artifact_binding_is_a_clear_error(tmp_path):
+    from onerec.pipeline import train_onerec
+    with pytest.raises(RecError, match="train_onerec.semantic_ids_dir is not set"):
+        train_onerec(tmp_path)
 
 
 def test_script_refuses_semantic_ids_of_another_dataset(tmp_path):

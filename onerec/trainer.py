@@ -27,7 +27,7 @@ from onerec.sequences import TrainingSamples
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
-from retrieval.io import write_text
+from retrieval.io import remove_stale_temps, write_text
 from retrieval.training import EarlyStopping, MetricsLog, load_checkpoint, save_checkpoint
 
 LAST, BEST = "checkpoints/last", "checkpoints/best"
@@ -109,6 +109,7 @@ class OneRecTrainer:
             on_step: Callable[[int], None] | None = None) -> TrainSummary:
         """Train `model` in place; on return it holds the last weights (best ones are in run_dir)."""
         run_dir = Path(run_dir)
+        remove_stale_temps(run_dir)                          # left by a process killed mid-write
         samples = TrainingSamples(split)
         if len(samples) == 0:
             raise RecError(f"dataset {split.name!r} has no training samples (every training sequence "

@@ -32,6 +32,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files an earlier, killed process left mid-write under `folder` (recursive).
+
+    A SIGKILL during `atomic_write` cannot run the cleanup, so a run that resumes sweeps them first.
+    """
+    folder = Path(folder)
+    stale = [p for p in folder.rglob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(path, text: str) -> Path:
     def _w(tmp):
         with open(tmp, "w", encoding="utf-8") as f:

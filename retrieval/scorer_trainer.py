@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
-from retrieval.io import atomic_write, read_json, write_text
+from retrieval.io import atomic_write, read_json, remove_stale_temps, write_text
 from retrieval.losses import ScorerLoss
 from retrieval.negatives import NegativeSampler
 from retrieval.training import EarlyStopping, MetricsLog, load_checkpoint, save_checkpoint
@@ -212,6 +212,7 @@ class ScorerTrainer:
         finished (call again with resume=True to continue).
         """
         run_dir = Path(run_dir)
+        remove_stale_temps(run_dir)                          # left by a process killed mid-write
         ck_dir = run_dir / "checkpoints"
         last, best = ck_dir / "last", ck_dir / "best"
         model.to(self.device)

@@ -8,9 +8,11 @@ A run whose results.json exists is reused, so an interrupted comparison continue
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +67,8 @@ class Comparison:
     scorers: {model name: gin files of scripts/train_sasrec.py}.
     baselines: gin files of scripts/evaluate_baseline.py (popularity + co-occurrence), or empty.
     extra_params: gin bindings appended to every run (e.g. smaller epochs for a smoke run).
+    jobs: how many runs execute at once (1 = one after another; on a GPU box with room for several
+        small models, or a CPU box with cores to spare, more finish the comparison sooner).
     """
 
     data_gin: str = gin.REQUIRED
@@ -74,6 +78,7 @@ class Comparison:
     scorers: dict = field(default_factory=dict)
     baselines: tuple = ()
     extra_params: tuple = ()
+    jobs: int = 1
 
     def plan(self) -> list[RunSpec]:
         if self.generative and not self.semantic_ids:
@@ -101,30 +106,57 @@ class Comparison:
         return specs
 
 
-def execute(specs: list[RunSpec], root: Path, log=print) -> dict[RunSpec, float]:
-    """Run every spec not yet finished; returns wall seconds per executed spec (0 when reused)."""
-    seconds = {}
-    sid_dirs = {s.seed: s.run_dir(root) for s in specs if s.kind == "semantic_ids"}
-    for i, spec in enumerate(specs, 1):
-        rd = spec.run_dir(root)
-        tag = f"[{i}/{len(specs)}] {spec.model} seed {spec.seed}"
-        if (rd / "results.json").is_file():
-            log(f"{tag}: reused {rd}")
-            seconds[spec] = 0.0
-            continue
-        if spec.kind == "generative":
-            spec = RunSpec(spec.model, spec.kind, spec.script, spec.gin_files, spec.seed,
-                           spec.params + (f"train_onerec.semantic_ids_dir='{sid_dirs[spec.seed]}'",))
-        log_path = root / "logs" / f"{spec.model}-seed{spec.seed}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log(f"{tag}: running {spec.script} -> {rd}")
-        t0 = time.perf_counter()
-        with open(log_path, "w", encoding="utf-8") as f:
-            proc = subprocess.run(spec.command(root), stdout=f, stderr=subprocess.STDOUT)
-        seconds[spec] = time.perf_counter() - t0
-        if proc.returncode != 0:
-            lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-            last = lines[-1] if lines else "(no output)"
-            raise RecError(f"{spec.script} for {spec.model!r} seed {spec.seed} failed ({last}); "
-                           f"full log: {log_path}")
+def _run_one(spec: RunSpec, root: Path, sid_dirs: dict, tag: str, env: dict | None, log) -> float:
+    """Run one spec unless finished; returns its wall seconds (0 when reused)."""
+    rd = spec.run_dir(root)
+    if (rd / "results.json").is_file():
+        log(f"{tag}: reused {rd}")
+        return 0.0
+    if spec.kind == "generative":
+        spec = RunSpec(spec.model, spec.kind, spec.script, spec.gin_files, spec.seed,
+                       spec.params + (f"train_onerec.semantic_ids_dir='{sid_dirs[spec.seed]}'",))
+    log_path = root / "logs" / f"{spec.model}-seed{spec.seed}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"{tag}: running {spec.script} -> {rd}")
+    t0 = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as f:
+        proc = subprocess.run(spec.command(root), stdout=f, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1] if lines else "(no output)"
+        raise RecError(f"{spec.script} for {spec.model!r} seed {spec.seed} failed ({last}); "
+                       f"full log: {log_path}")
+    log(f"{tag}: finished in {seconds:.0f} s")
     return seconds
+
+
+def execute(specs: list[RunSpec], root: Path, log=print, jobs: int = 1) -> dict[RunSpec, float]:
+    """Run every spec not yet finished; returns wall seconds per spec (0 when reused).
+
+    jobs > 1 runs that many scripts at once, in two waves: the semantic-ID runs first (OneRec reads
+    them), then everything else. Each process then gets cpu_count // jobs torch threads unless
+    OMP_NUM_THREADS is set, so parallel runs do not oversubscribe the cores.
+    """
+    if jobs < 1:
+        raise RecError(f"Comparison.jobs = {jobs} must be >= 1")
+    sid_dirs = {s.seed: s.run_dir(root) for s in specs if s.kind == "semantic_ids"}
+    tags = {s: f"[{i}/{len(specs)}] {s.model} seed {s.seed}" for i, s in enumerate(specs, 1)}
+    if jobs == 1:
+        return {s: _run_one(s, root, sid_dirs, tags[s], None, log) for s in specs}
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    seconds: dict[RunSpec, float] = {}
+    waves = [[s for s in specs if s.kind == "semantic_ids"], [s for s in specs if s.kind != "semantic_ids"]]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for wave in waves:
+            futures = {pool.submit(_run_one, s, root, sid_dirs, tags[s], env, log): s for s in wave}
+            errors = []
+            for fut in as_completed(futures):
+                try:
+                    seconds[futures[fut]] = fut.result()
+                except RecError as e:           # let the others finish; report the first failure
+                    errors.append(e)
+            if errors:
+                raise errors[0]
+    return {s: seconds[s] for s in specs}

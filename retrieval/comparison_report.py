@@ -15,6 +15,7 @@ from retrieval.comparison import RunSpec
 from retrieval.data.types import SplitData
 from retrieval.evaluation.evaluator import FULL, SAMPLED
 from retrieval.evaluation.metrics import DEFAULT_KS, per_user_metric
+from retrieval.errors import RecError
 from retrieval.io import load_tensors, read_json, write_json, write_text
 
 METRICS = [f"{m}@{k}" for k in DEFAULT_KS for m in ("hr", "ndcg", "mrr")] + ["mrr"]
@@ -50,14 +51,23 @@ def _test_ranks(run_dir: Path, model: str) -> tuple[np.ndarray, np.ndarray] | No
     return users[order], t[key][order]
 
 
-def collect(specs: list[RunSpec], root: Path) -> dict:
-    """{model: {"kind", "runs": [per-seed record]}} for every evaluated model."""
+def collect(specs: list[RunSpec], root: Path, fingerprint: str | None = None) -> dict:
+    """{model: {"kind", "runs": [per-seed record]}} for every evaluated model.
+
+    fingerprint: the split the report is about; a run on any other split is refused, since its
+    numbers (and per-user ranks) would not be comparable.
+    """
     models: dict = {}
     for spec in specs:
         if spec.kind == "semantic_ids":
             continue
         rd = spec.run_dir(root)
         res = read_json(rd / "results.json")
+        got = (res.get("dataset") or {}).get("fingerprint") if isinstance(res.get("dataset"), dict) else None
+        if fingerprint is not None and got != fingerprint:
+            raise RecError(f"{rd / 'results.json'}: run on dataset split {got} but the comparison's "
+                           f"Comparison.data_gin gives {fingerprint}; every config of the comparison "
+                           "must include the same dataset config")
         names = list(res["models"]) if spec.kind == "baseline" and "models" in res else [spec.model]
         for name in names:
             rec = models.setdefault(name, {"kind": spec.kind, "runs": []})
@@ -190,7 +200,7 @@ def _fmt_table(table: dict, cols: list[str]) -> str:
 
 def write_report(root: Path, specs: list[RunSpec], split: SplitData, protocol: dict,
                  commit: str, env: dict) -> dict:
-    models = collect(specs, root)
+    models = collect(specs, root, split.fingerprint)
     table = aggregate(models, "test")
     valid_table = aggregate(models, "valid")
     test = paired_best(models, table)

@@ -20,7 +20,7 @@ from retrieval.evaluation import Evaluator  # noqa: E402
 def main(args, run_dir: Path) -> None:
     comp = comparison.Comparison()
     specs = comp.plan()
-    comparison.execute(specs, run_dir)
+    comparison.execute(specs, run_dir, jobs=comp.jobs)
     split = load_split()
     record = comparison_report.write_report(
         run_dir, specs, split, Evaluator(progress=False).protocol(), cli.git_commit(),

@@ -13,6 +13,7 @@ import torch
 
 from onerec.model import OneRecModel
 from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer, subsample
+from retrieval import distributed
 from retrieval.data.registry import load_split
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
@@ -81,6 +82,7 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
         "semantic_ids": fingerprint(sids.codes)}, sort_keys=True, default=str))
     summary = trainer.fit(model, split, run_dir, chash, evaluator, resume=resume)
 
+    distributed.barrier()                                  # rank 0's best checkpoint is on disk
     load_checkpoint(run_dir / BEST, model, config_hash=chash, restore_rng=False)
     final = evaluator                                      # all users this time
     timing = {"train_s": summary.train_seconds}
@@ -110,8 +112,9 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
                      "max_minutes": trainer.max_minutes},
         "checkpoint_config_hash": chash, "seed": trainer.seed, "timing": timing,
         "env": {**env_info(), "torch_threads": torch.get_num_threads()}})
-    write_results(run_dir, out)
-    save_ranks(run_dir / "ranks.safetensors", {"onerec": evals})
+    if distributed.is_main():
+        write_results(run_dir, out)
+        save_ranks(run_dir / "ranks.safetensors", {"onerec": evals})
     return out
 
 

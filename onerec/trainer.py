@@ -7,9 +7,14 @@ early-stopping state. Resuming from it therefore replays the uninterrupted run b
 
 Run directory files: checkpoints/last.{safetensors,json} (resume point), checkpoints/best.* (selected
 on validation), metrics.jsonl (training curves: kind "train" and "eval" records).
+
+Under torchrun (retrieval.distributed) every rank builds the same global batch, trains on every W-th
+sample of it inside DistributedDataParallel and evaluates every W-th user; batch_size is the global
+batch, and only rank 0 logs and writes checkpoints. On CUDA the forward runs under bf16 autocast.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -24,6 +29,7 @@ from tqdm.auto import tqdm
 
 from onerec.model import OneRecModel
 from onerec.sequences import TrainingSamples
+from retrieval import distributed
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
@@ -75,6 +81,8 @@ class OneRecTrainer:
 
     Stops at the first of: max_epochs, max_steps, max_minutes of training time (summed over
     resumes), or `patience` evaluations without a better validation NDCG@10.
+    device: None = CUDA when available (under torchrun: this rank's GPU), else CPU. amp: bf16
+    autocast of the forward on CUDA (CPU runs in float32).
     """
 
     def __init__(self, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.01,
@@ -82,7 +90,8 @@ class OneRecTrainer:
                  max_steps: int = 0, max_minutes: float = 0.0, grad_clip: float = 1.0,
                  eval_every_steps: int = 0, eval_users: int = 2000, eval_seed: int = 0,
                  patience: int = 10, checkpoint_every_steps: int = 500, log_every_steps: int = 50,
-                 bucket_batches: int = 50, seed: int = 42, progress: bool = True):
+                 bucket_batches: int = 50, seed: int = 42, progress: bool = True,
+                 device: str | None = None, amp: bool = True):
         self.batch_size, self.lr, self.weight_decay = int(batch_size), float(lr), float(weight_decay)
         self.warmup_steps, self.schedule = int(warmup_steps), str(schedule)
         self.max_epochs, self.max_steps, self.max_minutes = int(max_epochs), int(max_steps), float(max_minutes)
@@ -91,6 +100,8 @@ class OneRecTrainer:
         self.patience, self.checkpoint_every_steps = int(patience), int(checkpoint_every_steps)
         self.log_every_steps, self.bucket_batches = int(log_every_steps), int(bucket_batches)
         self.seed, self.progress = int(seed), bool(progress)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.amp = bool(amp)
         lr_factor(0, self.warmup_steps, self.schedule, 1)            # validates the schedule name
 
     def describe(self) -> dict:
@@ -101,6 +112,11 @@ class OneRecTrainer:
             {"max_epochs": self.max_epochs, "max_steps": self.max_steps}
             if self.schedule == "cosine" else {})
 
+    def _autocast(self):
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def eval_subsample(self, num_users: int) -> np.ndarray:
         return subsample(num_users, self.eval_users, self.eval_seed)
 
@@ -109,18 +125,22 @@ class OneRecTrainer:
             on_step: Callable[[int], None] | None = None) -> TrainSummary:
         """Train `model` in place; on return it holds the last weights (best ones are in run_dir)."""
         run_dir = Path(run_dir)
-        remove_stale_temps(run_dir)                          # left by a process killed mid-write
+        main = distributed.is_main()                         # the one process that writes files
+        if main:
+            remove_stale_temps(run_dir)                      # left by a process killed mid-write
         samples = TrainingSamples(split)
         if len(samples) == 0:
             raise RecError(f"dataset {split.name!r} has no training samples (every training sequence "
                            "has a single item); use a dataset with longer sequences")
         steps_per_epoch = math.ceil(len(samples) / self.batch_size)
         total = self.max_steps or self.max_epochs * steps_per_epoch
+        model.to(self.device)
+        runner = distributed.wrap(model)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, self.warmup_steps, self.schedule, total))
         stopper = EarlyStopping(patience=self.patience)
-        log = MetricsLog(run_dir / "metrics.jsonl")
+        log = MetricsLog(run_dir / "metrics.jsonl" if main else None)
         epoch, pos, step, elapsed, last_eval = 0, 0, 0, 0.0, -1
         if resume:
             st = load_checkpoint(run_dir / LAST, model, opt, sched, config_hash=config_hash)
@@ -143,30 +163,36 @@ class OneRecTrainer:
             last_eval = step
             res = evaluator.evaluate(model, split, "valid", users=users)
             value = res.metrics["full"][SELECT_METRIC]
-            improved = stopper.update(value, step)
+            improved = stopper.update(value, step)          # same metrics on every rank
             log.write(kind="eval", step=step, epoch=ep + b / steps_per_epoch, users=len(users),
                       **{f"valid_{k}": v for k, v in res.metrics["full"].items()}, best=improved)
-            if improved:
+            if improved and main:
                 save_checkpoint(run_dir / BEST, model, state=position_state(ep, b), config_hash=config_hash)
-            save_checkpoint(run_dir / LAST, model, opt, sched, position_state(ep, b), config_hash)
+            if main:
+                save_checkpoint(run_dir / LAST, model, opt, sched, position_state(ep, b), config_hash)
             return stopper.should_stop
 
         model.train()
         done = stopper.should_stop                            # a resumed run that had stopped
         if done:
             stopped_by = "early_stopping"
-        bar = tqdm(total=total, initial=step, desc="train onerec", disable=not self.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=total, initial=step, desc="train onerec",
+                   disable=not self.progress or not main, dynamic_ncols=True)
         while not done and epoch < self.max_epochs:
             batches = samples.epoch_batches(self.batch_size, self.seed, epoch, self.bucket_batches)
             while pos < len(batches):
-                batch = samples.batch(batches[pos], model.tokenizer)
-                loss = model(batch)
+                rows = distributed.shard(batches[pos])          # this rank's part of the global batch
+                weight = distributed.loss_weight(len(rows), len(batches[pos]))
+                if len(rows) == 0:                              # keep in step with the other ranks
+                    rows, weight = batches[pos][:1], 0.0
+                batch = samples.batch(rows, model.tokenizer).to(self.device)
+                with self._autocast():
+                    loss = runner(lambda m, b: m(b), batch)     # mean CE over this rank's samples
                 if not torch.isfinite(loss):
                     raise RecError(f"training loss is {loss.item()} at step {step + 1} (epoch {epoch}, "
                                    f"batch {pos}); lower OneRecTrainer.lr or raise warmup_steps")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight if weight != 1.0 else loss).backward()
                 # A finite loss can still have non-finite gradients (e.g. an exploding lr); check the
                 # norm before the step so no NaN weights reach a checkpoint.
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
@@ -178,8 +204,10 @@ class OneRecTrainer:
                 sched.step()
                 step, pos = step + 1, pos + 1
                 bar.update(1)
-                window_loss, window_n = window_loss + loss.item() * len(batch.targets), window_n + len(batch.targets)
+                if weight:
+                    window_loss, window_n = window_loss + loss.item() * len(rows), window_n + len(rows)
                 if step % self.log_every_steps == 0:
+                    window_loss, window_n = distributed.all_reduce_sum([window_loss, window_n])
                     now = time.perf_counter()
                     log.write(kind="train", step=step, epoch=epoch + pos / len(batches),
                               loss=window_loss / window_n, lr=sched.get_last_lr()[0],
@@ -195,7 +223,8 @@ class OneRecTrainer:
                     save_checkpoint(run_dir / LAST, model, opt, sched, position_state(epoch, pos), config_hash)
                 if self.max_steps and step >= self.max_steps:
                     done, stopped_by = True, "max_steps"
-                elif self.max_minutes and time.perf_counter() - t_start >= 60 * self.max_minutes:
+                elif self.max_minutes and distributed.any_rank(   # ranks stop at the same step
+                        time.perf_counter() - t_start >= 60 * self.max_minutes):
                     done, stopped_by = True, "max_minutes"
                 if done:
                     break

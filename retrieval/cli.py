@@ -68,22 +68,27 @@ def run(main: Callable[[argparse.Namespace, Path | None], None], description: st
     """Parse arguments and gin, call `main(args, run_dir)`, turn user errors into one line + exit 2.
 
     A run directory this call created is removed on error, unless `keep_on_error` (for pipelines
-    whose finished sub-runs are worth keeping for reuse)."""
+    whose finished sub-runs are worth keeping for reuse).
+
+    Under torchrun (WORLD_SIZE > 1) every process runs `main`; the process group is joined before
+    it, only rank 0 writes config.gin, and the process ends through `distributed.finish`."""
     p = parser(description)
     if extra_args:
         extra_args(p)
     args = p.parse_args()
     run_dir = Path(args.run_dir) if args.run_dir else None
     created = False
+    from retrieval import distributed          # imports torch: only scripts that run get it
+    distributed.init_from_env()
     try:
         if require_run_dir and run_dir is None:
             raise RecError("--run_dir is required: the directory this run writes its outputs to")
         parse_gin(args.gin_file, args.gin_param)
         if run_dir is not None and not run_dir.exists():
-            run_dir.mkdir(parents=True)
+            run_dir.mkdir(parents=True, exist_ok=True)      # exist_ok: other ranks race here
             created = True
         main(args, run_dir)
-        if run_dir is not None:
+        if run_dir is not None and distributed.is_main():
             write_text(run_dir / "config.gin", gin.operative_config_str())
     except RecError as e:
         _cleanup(run_dir, created and not keep_on_error)
@@ -94,6 +99,7 @@ def run(main: Callable[[argparse.Namespace, Path | None], None], description: st
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    distributed.finish()
 
 
 def _cleanup(run_dir: Path | None, created: bool) -> None:

@@ -155,7 +155,8 @@ class ItemIndex:
         return out
 
     # -- searching ----------------------------------------------------------------------------
-    def search(self, queries: Any, k: int, exclude: Any = None) -> SearchResult:
+    def search(self, queries: Any, k: int, exclude: Any = None,
+               max_excluded: int | None = None) -> SearchResult:
         """The k nearest items to each query row, skipping excluded items.
 
         queries: (Q, d) float.  exclude: None; or (Q, M) int item ids per row, 0 = padding (e.g. the
@@ -164,6 +165,8 @@ class ItemIndex:
         Over-fetches, masks and compacts, vectorised. With a matrix the first fetch is k + (most
         exclusions in a row), which an exact index always completes; rows still short of k items
         (callable exclusions) are searched again with a doubled fetch until the catalogue is exhausted.
+        max_excluded: for a callable, a bound on the items it excludes per row (the first fetch is then
+        k + max_excluded instead of 2k; a wrong bound only costs another round).
         """
         q = as_float_matrix(queries)
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -172,7 +175,8 @@ class ItemIndex:
             q = q.copy()
             faiss.normalize_L2(q)
         if exclude is None or callable(exclude):
-            excluded, extra = exclude, k if exclude is not None else 0
+            excluded, extra = exclude, 0 if exclude is None else (
+                k if max_excluded is None else int(max_excluded))
         else:
             ex = np.asarray(exclude.detach().cpu().numpy() if isinstance(exclude, torch.Tensor)
                             else exclude, dtype=np.int64)

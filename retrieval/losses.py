@@ -5,7 +5,10 @@ Every loss sees the flattened non-padding positions of a batch:
     positives (P,)     the next item at each position
     negatives (P, n)   sampled negatives, or None for losses that do not sample
     item_emb (N+1, d)  the shared item embedding table (row 0 = padding)
-and returns the mean over positions. Scores are dot products s = h · e_item.
+and returns the mean over positions. Scores are dot products s = h · e_item, or the model's
+similarity head when one is passed (`similarity=`, a retrieval.similarity.Similarity): the sampled
+losses call its pairwise form, ce and infonce its factored form q(h) · k(e) (see Similarity.factors),
+so every loss trains every similarity. With the dot head (or none) the computation is the original.
 
     bce              softplus(−s⁺) + mean_k softplus(s⁻_k)     (the original SASRec objective; n = 1
                                                                gives exactly its two BCE terms)
@@ -29,9 +32,17 @@ LOSSES = ("bce", "bpr", "margin", "sampled_softmax", "ce", "infonce")
 _SAMPLED = {"bce", "bpr", "margin", "sampled_softmax"}
 
 
-def _sampled_scores(hidden, positives, negatives, item_emb):
-    s_pos = (hidden * item_emb[positives]).sum(-1)                       # (P,)
-    s_neg = torch.einsum("pd,pnd->pn", hidden, item_emb[negatives])      # (P, n)
+def _is_dot(similarity) -> bool:
+    return similarity is None or getattr(similarity, "name", None) == "dot"
+
+
+def _sampled_scores(hidden, positives, negatives, item_emb, similarity=None):
+    if _is_dot(similarity):
+        s_pos = (hidden * item_emb[positives]).sum(-1)                   # (P,)
+        s_neg = torch.einsum("pd,pnd->pn", hidden, item_emb[negatives])  # (P, n)
+        return s_pos, s_neg
+    s_pos = similarity(hidden, item_emb[positives])                      # (P,)
+    s_neg = similarity(hidden[:, None], item_emb[negatives])             # (P, n)
     return s_pos, s_neg
 
 
@@ -116,10 +127,11 @@ class ScorerLoss:
         return self._num_negatives if self.name in _SAMPLED else 0
 
     def __call__(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None,
-                 item_emb: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+                 item_emb: torch.Tensor, log_q: torch.Tensor | None = None,
+                 similarity=None) -> torch.Tensor:
         name = self.name
         if name in _SAMPLED:
-            s_pos, s_neg = _sampled_scores(hidden, positives, negatives, item_emb)
+            s_pos, s_neg = _sampled_scores(hidden, positives, negatives, item_emb, similarity)
             s_pos, s_neg = s_pos.float(), s_neg.float()
             if name == "bce":
                 return (F.softplus(-s_pos) + F.softplus(s_neg).mean(-1)).mean()
@@ -132,6 +144,8 @@ class ScorerLoss:
                 logits = logits - log_q[torch.cat([positives[:, None], negatives], dim=1)].float()
             target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
             return F.cross_entropy(logits / self.temperature, target)
+        if not _is_dot(similarity):
+            hidden, item_emb = similarity.factors(hidden, item_emb)       # (P, e), (N+1, e)
         if name == "ce":
             return full_softmax_cross_entropy(hidden / self.temperature if self.temperature != 1.0
                                               else hidden, positives, item_emb, self.ce_chunk)

@@ -5,9 +5,10 @@ curriculum phases and a growing negative count. They follow retrieval.negatives'
 
 and register by name in NEGATIVE_SAMPLERS ('popularity', 'hard', 'mixture', 'curriculum', 'growing'),
 so `build_negative_sampler.name = 'mixture'` selects one once this module is imported. Samplers
-that change over training also have `set_epoch(epoch)` (curriculum, growing count) and
-`bind_item_embeddings(source)` (hard negatives: a callable returning the model's current (N+1, d)
-item table, or a fixed matrix such as content embeddings); composite samplers forward both calls.
+that change over training also have `set_epoch(epoch)` (curriculum, growing count; hard negatives
+rebuild their index) and `bind_item_embeddings(source)` (hard negatives: a callable returning the
+model's current (N+1, d) item table, or a fixed matrix such as content embeddings); composite
+samplers forward both calls.
 Every draw is vectorised over the P positions; history exclusion uses retrieval.negatives' keys.
 """
 from __future__ import annotations
@@ -107,28 +108,53 @@ class HardNegativeSampler:
     The index is built over the bound item embeddings: a callable (the model's live table, re-read
     every `refresh_every` calls of `sample`, i.e. training steps) or a fixed matrix (content
     embeddings, built once). Index kind/metric come from gin bindings of ItemIndex.
+    `embeddings='content'` mines in the content-embedding space of the semantic-ID stage instead
+    of the model's: the sampler then keeps the fixed matrix the training script binds
+    (`wants_content_embeddings`) and ignores the trainer's live table; it needs query='target'
+    (sequence states live in the model's space).
+
+    With query='target' the queries are the indexed vectors themselves, so between two refreshes
+    the same target always has the same nearest items: they are searched once per index build for
+    every item (enough of them to survive any user's history), and each step only looks them up and
+    drops the user's history. Per step that replaces a P-query search by a table lookup.
     """
+
+    MAX_CANDIDATE_ENTRIES = 50_000_000     # items x width above which target mode searches per step
+    HISTORY_COLUMNS = 64                   # target mode: table columns kept for a user's history;
+                                           # rows of longer histories (3% of Beauty's) search per step
 
     QUERIES = ("state", "target")
 
     def __init__(self, split: SplitData, seed: int = 0, query: str = "state", pool_size: int = 0,
-                 refresh_every: int = 100):
+                 refresh_every: int = 100, embeddings: str = "model"):
         if query not in self.QUERIES:
             raise RecError(f"HardNegativeSampler.query={query!r} is unknown; use 'state' or 'target'")
+        if embeddings not in ("model", "content"):
+            raise RecError(f"HardNegativeSampler.embeddings={embeddings!r} is unknown; use 'model' or "
+                           "'content'")
+        if embeddings == "content" and query == "state":
+            raise RecError("HardNegativeSampler.embeddings='content' needs query='target': sequence "
+                           "states are not in the content-embedding space")
+        self.embeddings = embeddings
         if refresh_every < 1:
             raise RecError(f"HardNegativeSampler.refresh_every={refresh_every} must be >= 1")
         self.num_items, self.query, self.pool_size = split.num_items, query, pool_size
         self.refresh_every = refresh_every
         self.keys = history_keys(split)
+        # Distinct history items per user: bounds what a row excludes, so one search fetches enough.
+        self.history_size = np.bincount(self.keys // (split.num_items + 1), minlength=split.num_users)
         self.rng = np.random.default_rng(seed)
         self.source: Callable[[], Any] | None = None
         self.static = False
         self.index: ItemIndex | None = None
         self.calls = 0
         self.refreshes = 0
+        self.candidates: np.ndarray | None = None   # target mode: (N+1, width) per index build
 
     def bind_item_embeddings(self, source: Any) -> None:
         """A callable returning the current (N+1, d) item table, or a fixed (N+1, d)/(N, d) matrix."""
+        if self.embeddings == "content" and callable(source):
+            return                           # mines in content space: keep the bound matrix
         self.static = not callable(source)
         self.source = source
         self.index = None
@@ -146,6 +172,7 @@ class HardNegativeSampler:
             else:
                 self.index.refresh(emb)
             self.refreshes += 1
+            self.candidates = None
 
     def sample(self, users, positives, n, hidden=None) -> np.ndarray:
         self._maybe_refresh()
@@ -165,7 +192,14 @@ class HardNegativeSampler:
             return (in_history(self.keys, users[rows][:, None], ids, self.num_items)
                     | (ids == positives[rows][:, None]))
 
-        ids = self.index.search(queries, pool, exclude=excluded).ids      # (P, pool), 0 = none
+        bound = int(self.history_size[users].max(initial=0)) + 1         # history + the positive
+        width = min(self.num_items,
+                    pool + min(int(self.history_size.max(initial=0)), self.HISTORY_COLUMNS) + 1)
+        if self.query == "target" and width * (self.num_items + 1) <= self.MAX_CANDIDATE_ENTRIES:
+            ids = self._from_candidates(users, positives, pool, width, excluded)
+        else:
+            ids = self.index.search(queries, pool, exclude=excluded, max_excluded=bound).ids
+        # ids: (P, pool), 0 = none
         # n of the pool, uniformly without replacement: the n largest of random keys; empty slots
         # (tiny catalogues) get key -1 so they are taken last.
         keys = np.where(ids > 0, self.rng.random(ids.shape), -1.0)
@@ -176,18 +210,61 @@ class HardNegativeSampler:
                            "history; lower the number of negatives")
         return out
 
+    def _from_candidates(self, users, positives, pool, width, excluded) -> np.ndarray:
+        """(P, pool): the pool nearest allowed items of each positive, read from the per-item
+        candidate table of `width` columns, which holds them exactly for users with at most
+        width - pool - 1 history items; the rows of longer histories are searched."""
+        if self.candidates is None or self.candidates.shape[1] < width:
+            table = np.zeros((self.num_items + 1, width), dtype=np.int64)
+            for start in range(1, self.num_items + 1, 4096):             # chunks bound memory
+                items = np.arange(start, min(start + 4096, self.num_items + 1))
+                table[items] = self.index.search(self.index.vectors[items - 1], width).ids
+            self.candidates = table
+        hist = self.history_size[users]
+        long_rows = np.flatnonzero(hist > width - pool - 1)
+        short_rows = np.flatnonzero(hist <= width - pool - 1)
+        ids = np.zeros((len(positives), pool), dtype=np.int64)
+        if short_rows.size:
+            used = min(width, pool + int(hist[short_rows].max()) + 1)    # enough for these rows
+            cand = self.candidates[positives[short_rows], :used]          # (R, used)
+            keep = (cand > 0) & ~excluded(short_rows, cand)
+            # As ItemIndex.search compacts: the first `pool` survivors, in rank order, then zeros.
+            rank = np.cumsum(keep, axis=1) - 1
+            keep &= rank < pool
+            r, c = np.nonzero(keep)
+            ids[short_rows[r], rank[r, c]] = cand[r, c]
+        if long_rows.size:
+            ids[long_rows] = self.index.search(
+                self.index.item_vectors(positives[long_rows]), pool,
+                exclude=lambda rows, got: excluded(long_rows[rows], got),
+                max_excluded=int(hist[long_rows].max()) + 1).ids
+        return ids
+
+    def set_epoch(self, epoch: int) -> None:
+        """Rebuild the index from the live table at the next call. The trainer calls this at every
+        epoch start, and checkpoints fall at epoch ends, so a resumed run (whose index is rebuilt
+        from the restored weights) uses the same index as an unbroken one: resume stays exact."""
+        if not self.static:
+            self.index = None
+
     def log_q(self):
         return None                          # the hard distribution has no fixed q
 
     def state(self) -> dict:
-        # Only RNG + counters: after a resume the index is rebuilt from the current weights at the
-        # first call, so a run resumed between refreshes is not bit-identical to an unbroken one.
+        # RNG + counters; the index is rebuilt after a resume (and at every epoch start, see set_epoch).
         return {"bit_generator": self.rng.bit_generator.state, "calls": self.calls}
 
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["bit_generator"]
         self.calls = int(state["calls"])
         self.index = None
+
+
+def wants_content_embeddings(sampler) -> bool:
+    """Does `sampler` (or a component of it) mine hard negatives in content-embedding space? The
+    training script then binds the content embeddings before the trainer binds the live table."""
+    parts = [sampler, *getattr(sampler, "components", {}).values(), getattr(sampler, "base", None)]
+    return any(getattr(p, "embeddings", None) == "content" for p in parts if p is not None)
 
 
 def apportion(ratios: np.ndarray, total: int) -> np.ndarray:

@@ -10,6 +10,11 @@ Per epoch: train → (every `eval_every` epochs) validation full-ranking NDCG@10
 fixed subsample → early stopping → `checkpoints/last` (model, optimizer, RNGs, position) and, on a
 new best, `checkpoints/best`. Test is computed once, for the best checkpoint, at the end.
 A NaN/inf loss stops the run with a RecError before anything of that epoch is saved.
+
+Under torchrun (retrieval.distributed) every rank builds the same global batch and trains on every
+W-th row of it inside DistributedDataParallel; negatives are drawn for the whole global batch on
+every rank (same sampler stream, hard-negative queries gathered from all ranks) and each rank keeps
+its rows', so a W-process run follows the single-process one. Only rank 0 logs and checkpoints.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from retrieval import distributed
+from retrieval.auxiliary_losses import AuxiliaryLosses
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
@@ -142,8 +149,10 @@ class ScorerTrainer:
                                  weight_decay=self.weight_decay)
 
     def train_epoch(self, model, data: TrainingSequences, loss_fn: ScorerLoss, sampler: NegativeSampler,
-                    optimizer, rng: np.random.Generator, epoch: int, step: int) -> dict:
-        """One pass over all training users in a random order. Returns loss and counts."""
+                    optimizer, rng: np.random.Generator, epoch: int, step: int,
+                    aux: AuxiliaryLosses | None = None) -> dict:
+        """One pass over all training users in a random order. Returns loss and counts.
+        aux: optional semantic-consistency / interest-contrast terms added to the loss."""
         model.train()
         per_batch = None                   # mean positions per batch, for the bucketing weight
         if hasattr(data, "batches"):
@@ -158,27 +167,46 @@ class ScorerTrainer:
         n_neg = loss_fn.num_negatives
         log_q = sampler.log_q() if n_neg else None
         log_q = log_q.to(self.device) if log_q is not None else None
+        runner = getattr(self, "_runner", None)
+        if runner is None or runner.model is not model:
+            # find_unused_parameters: a similarity head may be used by some losses and not others.
+            runner = distributed.wrap(model, find_unused_parameters=True)
         total, positions = 0.0, 0
-        for b, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}", disable=not self.progress,
+        for b, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}",
+                                     disable=not self.progress or not distributed.is_main(),
                                      leave=False)):
-            tb = data.batch(idx)
+            gtb = data.batch(idx)                                          # the global batch
+            rows, weight, sel = _local_rows(gtb)
+            tb = TrainBatch(gtb.users[rows], gtb.items[rows], gtb.times[rows], gtb.targets[rows])
             valid = tb.targets > 0                                        # (B, L)
             pos = tb.targets[valid]                                       # (P,)
             items = torch.from_numpy(tb.items).to(self.device)
             times = torch.from_numpy(tb.times).to(self.device) if model.use_time else None
             vmask = torch.from_numpy(valid).to(self.device)
+
+            def forward_loss(model):              # DDP's forward: everything with gradients
+                states = model.encode(items, times)                       # (B, L', d)
+                hidden = states[:, -valid.shape[1]:][vmask]               # (P, d)
+
+                def draw(n):                                              # (P, n) negatives
+                    return torch.from_numpy(_negatives(sampler, gtb, sel, n, hidden.detach())
+                                            ).to(self.device)
+
+                neg = draw(n_neg) if n_neg else None
+                pos_t = torch.from_numpy(pos).to(self.device)
+                loss = loss_fn(hidden, pos_t, neg, model.item_emb.weight, log_q,
+                               similarity=model.similarity)
+                if aux is not None and aux.active:                        # λ-weighted extra terms
+                    terms = aux(model, items, times, states, hidden, pos_t, neg, draw)
+                    loss = loss + sum(terms.values())
+                return loss
+
             with self._autocast():
-                hidden = model.encode(items, times)                       # (B, L, d)
-                hidden = hidden[:, -valid.shape[1]:][vmask]               # (P, d)
-                neg = None
-                if n_neg:
-                    users_p = np.broadcast_to(tb.users[:, None], valid.shape)[valid]
-                    neg = torch.from_numpy(sampler.sample(users_p, pos, n_neg, hidden.detach())
-                                           ).to(self.device)
-                loss = loss_fn(hidden, torch.from_numpy(pos).to(self.device), neg,
-                               model.item_emb.weight, log_q)
-            value = float(loss.detach())
-            if not np.isfinite(value):
+                loss = runner(forward_loss)
+            if weight != 1.0:
+                loss = loss * weight              # this rank's share of the global mean
+            value = float(loss.detach()) / weight if weight else 0.0
+            if not np.isfinite(float(loss.detach())):
                 raise RecError(f"training loss is {value} at epoch {epoch}, batch {b} (global step "
                                f"{step + 1}); nothing of this epoch was saved. Lower ScorerTrainer.lr "
                                "or set ScorerTrainer.grad_clip, then start again or --resume from "
@@ -190,7 +218,7 @@ class ScorerTrainer:
                 # P / (mean P) gives every position the same weight in every step, as random
                 # batches do on average; without it the few positions of short-sequence batches
                 # weigh ~10x more and Beauty trains visibly worse per epoch.
-                loss = loss * (len(pos) / per_batch)
+                loss = loss * (int((gtb.targets > 0).sum()) / per_batch)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip or float("inf"))
             if not torch.isfinite(norm):   # finite loss, exploding gradients: stop before the step
@@ -198,24 +226,31 @@ class ScorerTrainer:
                                f"step {step + 1}); lower ScorerTrainer.lr, then start again or --resume")
             optimizer.step()
             step += 1
-            total += value * len(pos)
-            positions += len(pos)
+            total += value * len(pos) if weight else 0.0
+            positions += len(pos) if weight else 0
+        total, positions = distributed.all_reduce_sum([total, positions])
+        positions = int(positions)
         return {"loss": total / max(1, positions), "positions": positions, "sequences": len(data),
                 "step": step}
 
     # ---------------------------------------------------------------- the run
     def fit(self, model, split: SplitData, loss_fn: ScorerLoss, sampler: NegativeSampler,
-            run_dir: Path, resume: bool = False, max_epochs_this_run: int | None = None) -> dict | None:
+            run_dir: Path, resume: bool = False, max_epochs_this_run: int | None = None,
+            aux: AuxiliaryLosses | None = None) -> dict | None:
         """Train with early stopping, then evaluate the best checkpoint on valid and test.
+        aux: optional extra loss terms (retrieval.auxiliary_losses); their RNG is checkpointed.
 
         Returns the results dict, or None when `max_epochs_this_run` ended this call before the run
         finished (call again with resume=True to continue).
         """
         run_dir = Path(run_dir)
-        remove_stale_temps(run_dir)                          # left by a process killed mid-write
+        main = distributed.is_main()                         # the one process that writes files
+        if main:
+            remove_stale_temps(run_dir)                      # left by a process killed mid-write
         ck_dir = run_dir / "checkpoints"
         last, best = ck_dir / "last", ck_dir / "best"
         model.to(self.device)
+        self._runner = distributed.wrap(model, find_unused_parameters=True)
         optimizer = self._optimizer(model)
         data = TrainingSequences(split, model.maxlen)
         if hasattr(sampler, "bind_item_embeddings"):                       # hard negatives
@@ -223,7 +258,7 @@ class ScorerTrainer:
         signature = {"variant": model.variant, "model": model.config, "dataset": split.name,
                      "dataset_fingerprint": split.fingerprint, "num_items": split.num_items,
                      "loss": loss_fn.name}
-        metrics = MetricsLog(run_dir / "metrics.jsonl")
+        metrics = MetricsLog(run_dir / "metrics.jsonl" if main else None)
         rng = np.random.default_rng(self.seed)
         stopper = EarlyStopping(patience=self.patience)
         epoch, step, epoch_times, epoch_cpu = 0, 0, [], []
@@ -239,7 +274,9 @@ class ScorerTrainer:
             stopper = EarlyStopping(**{**st["early_stopping"], "patience": self.patience})
             rng.bit_generator.state = st["order_rng"]
             sampler.load_state(st["sampler"])
-            _truncate_metrics(metrics.path, epoch)
+            if aux is not None:
+                aux.load_state(st.get("auxiliary"))
+            _truncate_metrics(metrics.path, epoch)         # path is None off rank 0
 
         val_eval = Evaluator(sampled=False, progress=False)
         val_users = np.arange(split.num_users)
@@ -258,7 +295,7 @@ class ScorerTrainer:
                 return None
             epoch += 1
             t0, c0 = time.perf_counter(), time.process_time()
-            out = self.train_epoch(model, data, loss_fn, sampler, optimizer, rng, epoch, step)
+            out = self.train_epoch(model, data, loss_fn, sampler, optimizer, rng, epoch, step, aux)
             seconds = time.perf_counter() - t0
             step = out["step"]
             epoch_times.append(seconds)
@@ -275,31 +312,35 @@ class ScorerTrainer:
                                if k in ("hr@10", "ndcg@10", "mrr")})
                 record["eval_seconds"] = time.perf_counter() - t1
                 record["best"] = stopper.update(value, epoch)
-                if record["best"]:
+                if record["best"] and main:
                     save_checkpoint(best, model, state={"epoch": epoch, "signature": signature,
                                                         "valid_ndcg@10": value})
             metrics.write(**record)
-            save_checkpoint(last, model, optimizer, state={
-                "epoch": epoch, "step": step, "signature": signature,
-                "epoch_seconds": epoch_times, "epoch_cpu_seconds": epoch_cpu,
-                "early_stopping": stopper.state(),
-                "order_rng": rng.bit_generator.state, "sampler": sampler.state()})
+            if main:
+                save_checkpoint(last, model, optimizer, state={
+                    "epoch": epoch, "step": step, "signature": signature,
+                    "epoch_seconds": epoch_times, "epoch_cpu_seconds": epoch_cpu,
+                    "early_stopping": stopper.state(),
+                    "order_rng": rng.bit_generator.state, "sampler": sampler.state(),
+                    "auxiliary": aux.state() if aux is not None else None})
             ran += 1
-            if self.progress:
+            if self.progress and main:
                 shown = {k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()}
                 print(shown, flush=True)
 
+        distributed.barrier()                                # rank 0's checkpoints are on disk
         if not best.with_suffix(".json").is_file():
             raise RecError(f"{run_dir}: training finished without a validation checkpoint; "
                            "check ScorerTrainer.eval_every")
         check_signature(best.with_suffix(".json"), signature)
         best_state = load_checkpoint(best, model, restore_rng=False)
-        final_eval = Evaluator(progress=self.progress)
+        final_eval = Evaluator(progress=self.progress and main)
         t1 = time.perf_counter()
         valid = final_eval.evaluate(model, split, "valid")
         test = final_eval.evaluate(model, split, "test")
         final_seconds = time.perf_counter() - t1
-        _save_ranks(run_dir / "per_user_ranks.npz", valid, test)
+        if main:
+            _save_ranks(run_dir / "per_user_ranks.npz", valid, test)
         return {
             "valid": valid.to_json(), "test": test.to_json(),
             "protocol": {"primary": "full", "secondary": "sampled-100", "split": "leave-one-out",
@@ -314,6 +355,39 @@ class ScorerTrainer:
                        "train_seconds_total": float(np.sum(epoch_times)),
                        "final_eval_seconds": final_seconds, "device": str(self.device)},
         }
+
+
+def _local_rows(gtb: TrainBatch) -> tuple[np.ndarray, float, np.ndarray]:
+    """This rank's rows of a global batch, the factor on its mean loss, and which of the global
+    batch's flattened positions are its own (bool (P_global,)).
+
+    A rank left without rows (a last batch smaller than the world) trains on row 0 with weight 0,
+    so every rank still runs the step's collectives.
+    """
+    gvalid = gtb.targets > 0                                               # (B, L)
+    rows = distributed.shard(np.arange(len(gtb.users)))
+    mine = np.zeros(len(gtb.users), dtype=bool)
+    mine[rows] = True
+    sel = np.repeat(mine, gvalid.sum(1))                                   # (P_global,)
+    if len(rows) == 0:
+        return np.arange(1), 0.0, sel
+    return rows, distributed.loss_weight(int(sel.sum()), len(sel)), sel
+
+
+def _negatives(sampler, gtb: TrainBatch, sel: np.ndarray, n: int, hidden: torch.Tensor) -> np.ndarray:
+    """(P_local, n) negatives: drawn for the whole global batch (every rank the same draws, as in
+    a single process; hard-negative queries gathered from all ranks), then this rank's positions."""
+    gvalid = gtb.targets > 0
+    users_p = np.broadcast_to(gtb.users[:, None], gvalid.shape)[gvalid]    # (P_global,)
+    pos = gtb.targets[gvalid]
+    if distributed.world_size() > 1:
+        mine = np.flatnonzero(sel)
+        sent = hidden[:len(mine)]            # a weight-0 stand-in row of an idle rank sends nothing
+        hidden = distributed.all_gather_rows(sent, mine, len(pos))
+    neg = sampler.sample(users_p, pos, n, hidden)                          # (P_global, n)
+    if not sel.any():                                                      # weight-0 stand-in
+        return np.ones((int((gtb.targets[0] > 0).sum()), n), dtype=np.int64)
+    return neg[sel]
 
 
 def check_signature(path: Path, expected: dict) -> None:

@@ -76,14 +76,18 @@ def prefix_table(codes: np.ndarray, prefix_len: int = 2, k: int = 10, seed: int 
     return table
 
 
-def draw_similar(table: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+def draw_similar(table: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None = None,
+                 keys: torch.Tensor | None = None) -> torch.Tensor:
     """One similar item per entry of `items` (any shape), drawn uniformly among the table's
-    nonzero columns of that item's row; 0 where the item has none (or is padding)."""
+    nonzero columns of that item's row; 0 where the item has none (or is padding).
+
+    keys: optional uniform [0, 1) draws of shape items.shape + (k,) to use instead of torch.rand
+    (the trainer passes draws of a numpy Generator, whose state is saved in its checkpoints)."""
     rows = table[items]                                                 # (..., k)
     valid = rows > 0
     # Random keys, -1 on empty slots, so the argmax is a uniform choice among the valid ones.
-    keys = torch.rand(rows.shape, generator=generator, device=rows.device)
+    if keys is None:
+        keys = torch.rand(rows.shape, generator=generator, device=rows.device)
     pick = torch.where(valid, keys, torch.full_like(keys, -1.0)).argmax(-1, keepdim=True)
     return rows.gather(-1, pick).squeeze(-1)
 
@@ -118,7 +122,9 @@ def pos_neg_loss(s_similar: torch.Tensor, s_neg: torch.Tensor, labels: torch.Ten
 class SemanticConsistencyLoss(nn.Module):
     """λ · semantic-consistency loss for sequence training with positives and sampled negatives.
 
-    mode: "positive_only" | "pos_neg".  weight: λ.
+    mode: "positive_only" | "pos_neg".  weight: λ (0 = off, the default: the scorer trainer adds the
+    term only when weight > 0).  num_negatives: negatives drawn from the trainer's sampler for
+    "pos_neg" when the main loss samples none (full CE, in-batch InfoNCE).
     forward(s_pos (...,), s_neg (..., K), s_pos_similar (...,), s_neg_similar (..., K) | None,
             mask (...,) bool) where s_* are the model's scores of the positive, the negatives and
     their similar items at each position, mask = positions that have a target and a similar item.
@@ -129,16 +135,19 @@ class SemanticConsistencyLoss(nn.Module):
 
     MODES = ("positive_only", "pos_neg")
 
-    def __init__(self, mode: str = "positive_only", weight: float = 0.1):
+    def __init__(self, mode: str = "positive_only", weight: float = 0.0, num_negatives: int = 4):
         super().__init__()
         if mode not in self.MODES:
             raise RecError(f"SemanticConsistencyLoss.mode={mode!r} is unknown; choose one of "
                            f"{', '.join(self.MODES)}")
-        self.mode, self.weight = mode, weight
+        if weight < 0 or num_negatives < 1:
+            raise RecError(f"SemanticConsistencyLoss.weight={weight} must be >= 0 and num_negatives="
+                           f"{num_negatives} >= 1; fix them in the gin config")
+        self.mode, self.weight, self.num_negatives = mode, weight, num_negatives
 
     def forward(self, s_pos, s_neg, s_pos_similar, s_neg_similar=None, mask=None, neg_mask=None):
-        ones = torch.ones_like(s_pos)
-        if self.mode == "pos_neg":
+        ones = torch.ones_like(s_pos_similar)
+        if self.mode == "pos_neg":                                       # s_pos is not used
             return self.weight * pos_neg_loss(s_pos_similar, s_neg, ones, mask)
         loss = positive_only_loss(s_pos, s_pos_similar, ones, mask)
         if s_neg_similar is not None:
@@ -179,12 +188,14 @@ def interest_contrast_loss(long_int: torch.Tensor, short_int: torch.Tensor, long
 @gin.configurable
 class InterestContrastLoss(nn.Module):
     """λ · interest contrast. forward(long_int (B, d), short_int (B, d), item_vectors (B, L, d),
-    items (B, L)); the proxies are built from item_vectors with `short_k` recent items."""
+    items (B, L)); the proxies are built from item_vectors with `short_k` recent items.
+    weight: λ (0 = off, the default: the scorer trainer adds the term only when weight > 0)."""
 
-    def __init__(self, short_k: int = 3, weight: float = 0.1):
+    def __init__(self, short_k: int = 3, weight: float = 0.0):
         super().__init__()
-        if short_k < 1:
-            raise RecError(f"InterestContrastLoss.short_k must be >= 1, got {short_k}")
+        if short_k < 1 or weight < 0:
+            raise RecError(f"InterestContrastLoss.short_k must be >= 1 and weight >= 0, got "
+                           f"short_k={short_k}, weight={weight}")
         self.short_k, self.weight = short_k, weight
 
     def forward(self, long_int, short_int, item_vectors, items):

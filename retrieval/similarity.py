@@ -1,8 +1,11 @@
 """Similarity functions between a sequence state and item embeddings, for the scorer head (SPEC §5).
 
-Every similarity is an nn.Module with two forms that agree exactly:
+Every similarity is an nn.Module with forms that agree exactly:
   forward(x, y)       pairwise: x (..., d), y (..., d), broadcastable leading dims -> (...)
   all_items(x, items) full catalogue: x (B, d), items (N, d) -> (B, N), one matmul, for score_all
+  factors(x, items)   (q (B, e), k (N, e)) with all_items = q @ k.T: every similarity here is a dot
+                      product after maps of each side, which is what lets the full-softmax loss
+                      (retrieval.losses.full_softmax_cross_entropy, dot only) train any of them
 
 Select one by name with `make_similarity(name, dim)` (gin: `make_similarity.name = 'cosine'`);
 per-function settings are bound on the class, e.g. `CosineSimilarity.temperature = 0.05`.
@@ -28,6 +31,9 @@ class Similarity(nn.Module):
     def all_items(self, x: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def factors(self, x: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
 
 @gin.configurable
 class DotSimilarity(Similarity):
@@ -38,6 +44,9 @@ class DotSimilarity(Similarity):
 
     def all_items(self, x, items):
         return x @ items.T
+
+    def factors(self, x, items):
+        return x, items
 
 
 @gin.configurable
@@ -65,6 +74,10 @@ class CosineSimilarity(Similarity):
         return F.normalize(x, dim=-1, eps=self.eps) @ F.normalize(items, dim=-1, eps=self.eps).T \
             * self.log_inv_temperature.exp()
 
+    def factors(self, x, items):
+        return (F.normalize(x, dim=-1, eps=self.eps) * self.log_inv_temperature.exp(),
+                F.normalize(items, dim=-1, eps=self.eps))
+
 
 @gin.configurable
 class ScaledDotSimilarity(Similarity):
@@ -75,6 +88,9 @@ class ScaledDotSimilarity(Similarity):
 
     def all_items(self, x, items):
         return x @ items.T / math.sqrt(x.shape[-1])
+
+    def factors(self, x, items):
+        return x / math.sqrt(x.shape[-1]), items
 
 
 @gin.configurable
@@ -90,6 +106,9 @@ class BilinearSimilarity(Similarity):
 
     def all_items(self, x, items):
         return (x @ self.weight) @ items.T
+
+    def factors(self, x, items):
+        return x @ self.weight, items
 
 
 @gin.configurable
@@ -117,6 +136,12 @@ class FusionSimilarity(Similarity):
     def all_items(self, x, items):
         cos = F.normalize(x, dim=-1, eps=self.eps) @ F.normalize(items, dim=-1, eps=self.eps).T
         return self._combine(x @ items.T, cos, x.shape[-1])
+
+    def factors(self, x, items):
+        # [(alpha + gamma/sqrt(d)) x, beta x/|x|] · [y, y/|y|]: the three terms as one dot product.
+        scale = self.alpha + self.gamma / math.sqrt(x.shape[-1])
+        return (torch.cat([x * scale, F.normalize(x, dim=-1, eps=self.eps) * self.beta], dim=-1),
+                torch.cat([items, F.normalize(items, dim=-1, eps=self.eps)], dim=-1))
 
 
 @gin.configurable
@@ -167,6 +192,10 @@ class MultiHeadSimilarity(Similarity):
         scale = self.head_weights.repeat_interleave(self.head_dim)       # (d,)
         return (x * scale) @ items.T
 
+    def factors(self, x, items):
+        x, items = self._project(x, items)
+        return x * self.head_weights.repeat_interleave(self.head_dim), items
+
 
 SIMILARITIES = {
     "dot": lambda dim: DotSimilarity(),
@@ -184,4 +213,6 @@ def make_similarity(name: str = "dot", dim: int = 64) -> Similarity:
     if name not in SIMILARITIES:
         raise RecError(f"make_similarity.name={name!r} is unknown; choose one of "
                        f"{', '.join(SIMILARITIES)}")
-    return SIMILARITIES[name](dim)
+    module = SIMILARITIES[name](dim)
+    module.name = name                   # recorded in the model's config and results.json
+    return module

@@ -31,11 +31,17 @@ def check_input(x: np.ndarray, codebook_size: int, name: str) -> np.ndarray:
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, niter: int = 25) -> np.ndarray:
-    """faiss k-means centroids (k, d) float32; deterministic for a fixed seed and thread count."""
+    """faiss k-means centroids (k, d) float32; deterministic for a fixed seed and thread count.
+
+    With faiss-gpu and a visible GPU the assignment step runs on one GPU (results then differ from
+    the CPU ones in float rounding); the CPU path is unchanged."""
     import faiss
 
+    from retrieval.item_index import gpu_available
+
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=int(seed), verbose=False,
-                      min_points_per_centroid=1, max_points_per_centroid=1 << 30)
+                      min_points_per_centroid=1, max_points_per_centroid=1 << 30,
+                      gpu=1 if gpu_available() else False)
     km.train(np.ascontiguousarray(x, dtype=np.float32))
     return np.array(km.centroids, dtype=np.float32)
 

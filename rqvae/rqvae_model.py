@@ -4,6 +4,12 @@ trains it on the item embeddings and returns each item's L codes.
 loss = ||x - dec(z_q)||^2 + sum_l (||sg(r_l) - e_l||^2 + beta ||r_l - sg(e_l)||^2)
 Training is deterministic for a fixed seed: seeded shuffles, seeded faiss k-means initialisation,
 torch deterministic algorithms.
+
+Under torchrun (retrieval.distributed) every rank draws the same global batch, runs every W-th row
+of it inside DistributedDataParallel, and the dead-code statistics (code counts, the batch's
+residuals) are gathered from all ranks, so every rank resets the same codes to the same vectors.
+The RQ-VAE is small (items x embedding dim) and trains in float32 on CPU; bf16 would change the
+nearest-code assignments.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from retrieval import distributed
 from retrieval.errors import RecError
 from retrieval.training import set_seed
 from rqvae.quantizer import ResidualQuantizer
@@ -122,6 +129,8 @@ class RQVAETokenizer:
         init_idx = init_idx[: max(self.kmeans_init_size, self.codebook_size)]
         with torch.no_grad():
             model.quantizer.init_kmeans(model.encoder(x[init_idx]), self.seed)
+        runner = distributed.wrap(model)        # after the init: DDP broadcasts rank 0's codebooks
+        world = distributed.world_size()
 
         codebook = [model.quantizer.codebooks]
         others = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
@@ -135,22 +144,31 @@ class RQVAETokenizer:
         t0, window = time.perf_counter(), []
         model.train()
         for step in range(1, self.steps + 1):
-            out = model(x[next(batches)])
+            idx = next(batches)                                   # the global batch (B,)
+            mine = distributed.shard(np.arange(len(idx)))         # this rank's rows of it
+            weight = distributed.loss_weight(len(mine), len(idx))
+            rows = idx[mine] if len(mine) else idx[:1]            # an idle rank runs a weight-0 row
+            out = runner(lambda m, xb: m(xb), x[rows])
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            (out.loss * weight if weight != 1.0 else out.loss).backward()
             opt.step()
             sched.step()
-            for l in range(self.levels):
-                counts[l] += torch.bincount(out.codes[:, l], minlength=self.codebook_size)
-            window.append((out.loss.item(), out.recon_loss.item(), out.quant_loss.item()))
+            if weight:
+                for l in range(self.levels):
+                    counts[l] += torch.bincount(out.codes[:, l], minlength=self.codebook_size)
+            # n_r/N-weighted, so the sum over ranks is the global batch mean
+            window.append([v * weight / world for v in
+                           (out.loss.item(), out.recon_loss.item(), out.quant_loss.item())])
             n_reset, usage = 0, None
             if step % self.reset_every == 0:
+                total = distributed.all_reduce_tensor_sum(counts)   # codes used by any rank
                 if step <= self.reset_until * self.steps:
-                    n_reset = model.quantizer.reset_dead_codes(counts, out.residuals, gen)
-                usage = (counts > 0).float().mean(1).tolist()
+                    residuals = distributed.all_gather_rows(out.residuals[:len(mine)], mine, len(idx))
+                    n_reset = model.quantizer.reset_dead_codes(total, residuals, gen)
+                usage = (total > 0).float().mean(1).tolist()
                 counts.zero_()
             if step % self.log_every == 0 or step == self.steps:
-                m = np.mean(window, axis=0)
+                m = distributed.all_reduce_sum(np.mean(window, axis=0))
                 self.history.append({"step": step, "loss": float(m[0]), "recon_loss": float(m[1]),
                                      "quant_loss": float(m[2]), "dead_codes_reset": n_reset,
                                      "batch_usage": usage,

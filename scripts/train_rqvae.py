@@ -5,6 +5,9 @@
 Writes into --run_dir: semantic_ids.safetensors + semantic_ids.json (the artifact stage 2 reads),
 tokenizer.safetensors (RQ-VAE state dict or k-means codebooks), results.json (reconstruction error,
 per-level codebook usage and perplexity, collisions, wall times) and config.gin.
+
+The same command runs data-parallel under `torchrun --nproc_per_node=W scripts/train_rqvae.py ...`
+(RQ-VAE training is DDP; RQVAETokenizer.batch_size is the global batch); rank 0 writes.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval import cli  # noqa: E402
+from retrieval import cli, distributed  # noqa: E402
 from retrieval.data import load_split  # noqa: E402  (registers the datasets with gin)
 from rqvae import embeddings, pipeline, tokenizer  # noqa: E402,F401  (register the tokenizers)
 
@@ -29,6 +32,8 @@ def main(args, run_dir: Path) -> None:
 
     split = load_split()
     result = pipeline.build_semantic_ids(split)
+    if not distributed.is_main():
+        return
     result.ids.save(run_dir)
     save_tensors(run_dir / "tokenizer.safetensors", result.weights,
                  metadata={"tokenizer": result.tokenizer.name,

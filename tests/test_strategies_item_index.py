@@ -64,6 +64,17 @@ def test_callable_exclusion_searches_again_until_k_items_survive():
     np.testing.assert_array_equal(res.ids, brute_force(queries, table, 3, banned))
 
 
+@pytest.mark.parametrize("bound", [0, 10, 40, 41])
+def test_callable_exclusion_with_a_bound_equals_brute_force_whether_the_bound_holds_or_not(bound):
+    # The bound sizes the first fetch only: too small (0, 10) costs extra rounds, never results.
+    table = random_table(200, 8, 5)
+    queries = np.random.default_rng(6).normal(size=(5, 8)).astype(np.float32)
+    banned = brute_force(queries, table, 40)
+    res = ItemIndex(table).search(queries, 4, exclude=lambda rows, ids: exclusion_mask(ids, banned[rows]),
+                                  max_excluded=bound)
+    np.testing.assert_array_equal(res.ids, brute_force(queries, table, 4, banned))
+
+
 def test_padding_row_is_never_returned():
     table = random_table(10, 4, 0)
     table[0] = 100.0                                                     # the best match by far

@@ -13,7 +13,8 @@ from retrieval.errors import RecError
 from retrieval.negatives import NEGATIVE_SAMPLERS, build_negative_sampler, history_keys, in_history
 from retrieval.samplers import (CurriculumNegativeSampler, GrowingCountSampler, HardNegativeSampler,
                                 MixtureNegativeSampler, NegativeCountSchedule,
-                                PopularityNegativeSampler, apportion, slot_assignment)
+                                PopularityNegativeSampler, apportion, slot_assignment,
+                                wants_content_embeddings)
 
 
 def tiny_split(histories: list[list[int]], num_items: int) -> SplitData:
@@ -110,6 +111,43 @@ def test_hard_negatives_are_the_nearest_allowed_items():
         banned = set(split.train_items[split.train_offsets[u]:split.train_offsets[u + 1]]) | {p}
         allowed = [i for i in np.argsort(-scores) + 1 if i not in banned]
         assert set(row) == set(allowed[:3])
+
+
+@pytest.mark.parametrize("pool", [0, 10])
+def test_hard_target_candidate_table_equals_searching_every_step(monkeypatch, pool):
+    """Target mode looks the nearest items up in a per-index-build table; same draws as a search."""
+    split = random_split(40, 120, 30, 5)
+    table = {"w": torch.randn(121, 8, generator=torch.Generator().manual_seed(2))}
+    fast = HardNegativeSampler(split, seed=4, query="target", pool_size=pool, refresh_every=2)
+    slow = HardNegativeSampler(split, seed=4, query="target", pool_size=pool, refresh_every=2)
+    monkeypatch.setattr(slow, "MAX_CANDIDATE_ENTRIES", 0)                # forces the per-step search
+    monkeypatch.setattr(fast, "HISTORY_COLUMNS", 12)          # some users' histories exceed the table
+    for s in (fast, slow):
+        s.bind_item_embeddings(lambda: table["w"])
+    users, pos = positions(split)
+    for step in range(4):                                               # across two index refreshes
+        a, b = fast.sample(users, pos, 4), slow.sample(users, pos, 4)
+        np.testing.assert_array_equal(a, b)
+        assert_no_history_or_target(split, users, pos, a)
+        table["w"] = table["w"] + 0.5 * torch.randn(121, 8, generator=torch.Generator().manual_seed(step))
+    assert fast.candidates is not None and slow.candidates is None and fast.refreshes == 2
+
+
+def test_content_space_hard_sampler_keeps_its_matrix_and_ignores_the_live_table():
+    split = random_split(30, 50, 20, 1)
+    content = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)   # (N, d) layout
+    mix = MixtureNegativeSampler(split, seed=0, ratios={"hard": 1.0, "uniform": 0.0})
+    hard = mix.components["hard"]
+    hard.embeddings, hard.query = "content", "target"
+    assert wants_content_embeddings(mix) and not wants_content_embeddings(HardNegativeSampler(split))
+    mix.bind_item_embeddings(content)
+    mix.bind_item_embeddings(lambda: torch.randn(51, 8))                # the trainer's call: ignored
+    users, pos = positions(split)
+    out = mix.sample(users, pos, 2)
+    np.testing.assert_array_equal(hard.index.vectors, content)
+    assert_no_history_or_target(split, users, pos, out)
+    with pytest.raises(RecError, match="query='target'"):
+        HardNegativeSampler(split, embeddings="content", query="state")
 
 
 def test_hard_negatives_on_real_beauty_users_skip_their_history(data_root):

@@ -86,6 +86,17 @@ def test_full_catalogue_form_equals_pairwise_form(name):
 
 
 @pytest.mark.parametrize("name", sorted(SIMILARITIES))
+def test_factored_form_is_one_dot_product_equal_to_the_full_catalogue_form(name):
+    """all_items = q @ k.T: what lets the (dot-only) full-softmax loss train every similarity."""
+    torch.manual_seed(2)
+    sim = _randomised(name, 8)
+    x, items = torch.randn(5, 8), torch.randn(7, 8)
+    q, k = sim.factors(x, items)
+    assert q.shape[0] == 5 and k.shape[0] == 7 and q.shape[1] == k.shape[1]
+    torch.testing.assert_close(q @ k.T, sim.all_items(x, items), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SIMILARITIES))
 def test_pairwise_form_broadcasts_one_state_against_k_items(name):
     sim = _randomised(name, 8)
     h, items = torch.randn(3, 8), torch.randn(3, 4, 8)

@@ -8,7 +8,11 @@ from the candidates, except the target itself (a re-consumed target stays rankab
 Ties are pessimistic: a scorer's rank is the number of other candidates whose score is *not below*
 the target's, so equal scores count against the target, and so does NaN (a NaN is incomparable; a
 NaN target therefore ranks last among the candidates). Users are processed in batches; every step
-is an array op.
+is an array op. Memory is bounded by the user batch: one (batch_size, N+1) score matrix at a time
+(512 x 60k float32 = 123 MB at ML-25M scale), so no chunking over items is needed.
+
+Under torchrun (retrieval.distributed) each rank ranks every W-th user and the per-user ranks are
+gathered on all ranks, so metrics equal the single-process ones and every rank can act on them.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from retrieval import distributed
 from retrieval.batch import history_batch
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
@@ -253,12 +258,19 @@ class Evaluator:
         users = np.arange(split.num_users) if users is None else np.asarray(users, dtype=np.int64)
         do_sampled = is_scorer and self.sampled
         negs = sample_negatives(split, users, self.num_sampled, self.sample_seed) if do_sampled else None
+        all_users, mine = users, None
+        if distributed.world_size() > 1:
+            # Negatives are drawn for all users first, so each user's are the single-process ones.
+            mine = distributed.shard(np.arange(len(users)))
+            users = users[mine]
+            negs = negs[mine] if do_sampled else None
         full_ranks = np.empty(len(users), dtype=np.int64)
         samp_ranks = np.empty(len(users), dtype=np.int64) if do_sampled else None
         counter = _RankCounter()
         it = range(0, len(users), self.batch_size)
         try:
-            for s in tqdm(it, desc=f"eval {stage}", disable=not self.progress, leave=False):
+            for s in tqdm(it, desc=f"eval {stage}", disable=not self.progress or not distributed.is_main(),
+                          leave=False):
                 rows = users[s:s + self.batch_size]
                 batch = history_batch(offsets, items, times, rows, self.max_history).to(device)
                 target_np = targets_all[rows]
@@ -279,6 +291,11 @@ class Evaluator:
             counter.close()
             if was_training:
                 model.train()
+        if mine is not None:
+            full_ranks = distributed.all_gather_rows(full_ranks, mine, len(all_users))
+            if do_sampled:
+                samp_ranks = distributed.all_gather_rows(samp_ranks, mine, len(all_users))
+            users = all_users
         metrics = {FULL: metrics_from_ranks(full_ranks, self.ks, full_mrr=is_scorer)}
         ranks = {FULL: full_ranks}
         if do_sampled:

@@ -4,7 +4,10 @@
       ─ [expand to n streams if use_mhc]
       ─ num_blocks × { causal self-attention sublayer, point-wise feed-forward sublayer }
       ─ [collapse streams] ─ LayerNorm ─ hidden (B, L, d)
-    score(item) = hidden · item_embedding(item)        (the input embedding is shared for output)
+    score(item) = sim(hidden, item_embedding(item))    (the input embedding is shared for output)
+
+`sim` is the similarity head, retrieval.similarity.make_similarity (gin: `make_similarity.name`):
+the dot product by default (SASRec), or cosine / scaled dot / bilinear / fusion / multi-head.
 
 Switches: `use_time` (TiSASRec attention with interval and absolute-position key/value terms instead
 of an additive position embedding), `use_mhc` (hyper-connection residuals, retrieval.models.mhc),
@@ -29,6 +32,7 @@ from retrieval.batch import HistoryBatch
 from retrieval.errors import RecError
 from retrieval.models.mhc import HyperConnection, PlainResidual, collapse_streams, expand_streams
 from retrieval.models.time_interval import TimeIntervalAttention, time_relation_matrix
+from retrieval.similarity import make_similarity
 
 
 class AttentionContext(NamedTuple):
@@ -131,6 +135,12 @@ class SequentialScorer(nn.Module):
         self.config = dict(maxlen=maxlen, hidden=hidden, num_blocks=num_blocks, num_heads=num_heads,
                            dropout=dropout, use_time=use_time, use_mhc=use_mhc, pre_ln=pre_ln,
                            time_span=time_span, mhc_streams=mhc_streams)
+        # The similarity head (gin: make_similarity.name); 'dot' has no parameters and is the
+        # original score. Named in the config only when it is not dot, so checkpoint signatures
+        # of dot models stay what they were.
+        self.similarity = make_similarity(dim=hidden)
+        if self.similarity.name != "dot":
+            self.config["similarity"] = self.similarity.name
 
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         if use_time:
@@ -154,8 +164,9 @@ class SequentialScorer(nn.Module):
 
     def _init_weights(self) -> None:
         # Xavier-normal for embeddings and linear maps, as the reference implementation (it matters
-        # for SASRec's accuracy); mHC keeps its own near-residual initialisation.
+        # for SASRec's accuracy); mHC and the similarity head keep their own initialisation.
         skip = {id(m) for hc in self.modules() if isinstance(hc, HyperConnection) for m in hc.modules()}
+        skip |= {id(m) for m in self.similarity.modules()}     # starts as dot (identity maps)
         for m in self.modules():
             if id(m) not in skip and isinstance(m, (nn.Embedding, nn.Linear)):
                 nn.init.xavier_normal_(m.weight)
@@ -222,7 +233,7 @@ class SequentialScorer(nn.Module):
     def score_all(self, batch: HistoryBatch) -> torch.Tensor:
         """Scores (B, N+1) of every item after each history (column 0 is padding)."""
         h = self.encode(batch.items, batch.times if self.use_time else None)[:, -1]   # (B, d)
-        return h @ self.item_emb.weight.T
+        return self.similarity.all_items(h, self.item_emb.weight)
 
     def forward(self, batch: HistoryBatch) -> torch.Tensor:
         return self.score_all(batch)

@@ -1,0 +1,90 @@
+"""Every training strategy of issue 6 through scripts/train_sasrec.py, as a user runs it: tiny
+synthetic data, each option on its own, results.json written and naming what was on; bad
+combinations end with one stderr line and exit 2."""
+import json
+import math
+
+import pytest
+
+from reliability_cases import SCORER_TINY, SID_TINY, SYN, gin_args, run_script
+
+SAMPLED = ["ScorerLoss.name='sampled_softmax'", "ScorerLoss.num_negatives=4"]
+CONTENT = ["similar_item_table.source='content'", "item_embeddings.source='collaborative'",
+           "item_embeddings.dim=8", "neighbour_table.k=3"]
+
+CASES = {
+    "cosine-ce": (["make_similarity.name='cosine'"], {"similarity": "cosine", "loss": "ce"}),
+    "fusion-sampled": (["make_similarity.name='fusion'", *SAMPLED], {"similarity": "fusion"}),
+    "hard-state": ([*SAMPLED, "build_negative_sampler.name='hard'", "HardNegativeSampler.query='state'",
+                    "HardNegativeSampler.refresh_every=2"], {"negative_sampler": "HardNegativeSampler"}),
+    "curriculum": ([*SAMPLED, "build_negative_sampler.name='curriculum'",
+                    "CurriculumNegativeSampler.phase_epochs=[0, 1]",
+                    "CurriculumNegativeSampler.phase_ratios="
+                    "[{'uniform': 1.0}, {'hard': 0.5, 'uniform': 0.5}]"],
+                   {"negative_sampler": "CurriculumNegativeSampler"}),
+    "hard-content": ([*SAMPLED, "build_negative_sampler.name='mixture'",
+                      "MixtureNegativeSampler.ratios={'hard': 0.5, 'uniform': 0.5}",
+                      "HardNegativeSampler.embeddings='content'", "HardNegativeSampler.query='target'",
+                      "item_embeddings.source='collaborative'", "item_embeddings.dim=8"],
+                     {"negative_sampler": "MixtureNegativeSampler"}),
+    "growing": ([*SAMPLED, "build_negative_sampler.name='growing'", "NegativeCountSchedule.start=1",
+                 "NegativeCountSchedule.end=3", "NegativeCountSchedule.ramp_epochs=1"],
+                {"negative_sampler": "GrowingCountSampler"}),
+    "semantic-posonly-content": (["SemanticConsistencyLoss.weight=0.1", *CONTENT],
+                                 {"auxiliary_losses": {"semantic": {"mode": "positive_only", "weight": 0.1,
+                                                                    "similar_items_per_item": 3}}}),
+    "semantic-posneg-ce": (["SemanticConsistencyLoss.weight=0.1", "SemanticConsistencyLoss.mode='pos_neg'",
+                            "SemanticConsistencyLoss.num_negatives=2", *CONTENT], {"loss": "ce"}),
+    "interest": (["InterestContrastLoss.weight=0.1", "InterestContrastLoss.short_k=2"],
+                 {"auxiliary_losses": {"interest": {"short_k": 2, "weight": 0.1}}}),
+}
+
+
+def _train(tmp_path, params, base="configs/synthetic/sasrec-ce.gin"):
+    run = tmp_path / "run"
+    proc = run_script("train_sasrec.py", ["--gin_file", base, *gin_args(SYN + SCORER_TINY + params),
+                                          "--run_dir", str(run)], tmp_path / "cache")
+    return proc, run
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_each_strategy_trains_end_to_end_and_is_recorded(tmp_path, case):
+    params, expected = CASES[case]
+    proc, run = _train(tmp_path, params)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((run / "results.json").read_text())
+    for key, value in expected.items():
+        assert res["model"][key] == value, (key, res["model"][key])
+    assert math.isfinite(res["test"]["full"]["ndcg@10"])
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+
+
+def test_semantic_id_prefix_neighbours_from_a_stage_one_run(tmp_path):
+    sid = tmp_path / "sid"
+    proc = run_script("train_rqvae.py", ["--gin_file", "configs/synthetic/rqkmeans.gin",
+                                         *gin_args(SYN + SID_TINY), "--run_dir", str(sid)],
+                      tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    proc, run = _train(tmp_path, ["SemanticConsistencyLoss.weight=0.1", "similar_item_table.source='prefix'",
+                                  f"similar_item_table.semantic_ids_dir='{sid}'", "prefix_table.prefix_len=1",
+                                  "prefix_table.k=4"])
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((run / "results.json").read_text())
+    assert res["model"]["auxiliary_losses"]["semantic"]["similar_items_per_item"] == 4
+    # Content neighbours must come from the embeddings the semantic IDs were built from.
+    proc, _ = _train(tmp_path / "x", ["SemanticConsistencyLoss.weight=0.1",
+                                      f"similar_item_table.semantic_ids_dir='{sid}'",
+                                      "item_embeddings.source='attributes'", "item_embeddings.dim=8"])
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "semantic IDs were built from embeddings" in proc.stderr
+
+
+@pytest.mark.parametrize("params, message", [
+    (["SemanticConsistencyLoss.weight=0.1", "similar_item_table.source='prefix'"], "semantic_ids_dir"),
+    (["InterestContrastLoss.weight=-1.0"], "InterestContrastLoss"),
+])
+def test_bad_strategy_settings_are_one_line_and_exit_2(tmp_path, params, message):
+    proc, _ = _train(tmp_path, params)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr

@@ -67,6 +67,9 @@ class Comparison:
     scorers: {model name: gin files of scripts/train_sasrec.py}.
     baselines: gin files of scripts/evaluate_baseline.py (popularity + co-occurrence), or empty.
     extra_params: gin bindings appended to every run (e.g. smaller epochs for a smoke run).
+    kind_params: {kind: gin bindings} appended to the runs of one kind only ("semantic_ids",
+        "generative", "scorer", "baseline"), for bindings only that script knows, e.g.
+        {'generative': ['OneRecTrainer.max_minutes = 10']}.
     jobs: how many runs execute at once (1 = one after another; on a GPU box with room for several
         small models, or a CPU box with cores to spare, more finish the comparison sooner).
     """
@@ -78,27 +81,36 @@ class Comparison:
     scorers: dict = field(default_factory=dict)
     baselines: tuple = ()
     extra_params: tuple = ()
+    kind_params: dict = field(default_factory=dict)
     jobs: int = 1
 
     def plan(self) -> list[RunSpec]:
         if self.generative and not self.semantic_ids:
             raise RecError("Comparison.generative needs Comparison.semantic_ids (the gin files of "
                            "scripts/train_rqvae.py) to build the semantic IDs it reads")
+        kinds = ("semantic_ids", "generative", "scorer", "baseline")
+        unknown = sorted(set(self.kind_params) - set(kinds))
+        if unknown:
+            raise RecError(f"Comparison.kind_params: unknown kind {unknown[0]!r}; use one of {', '.join(kinds)}")
         specs = []
-        extra = tuple(self.extra_params)
+
+        def extra(kind: str) -> tuple:
+            return tuple(self.extra_params) + tuple(self.kind_params.get(kind, ()))
+
         for seed in self.seeds:
             if self.semantic_ids:
                 specs.append(RunSpec("semantic-ids", "semantic_ids", "train_rqvae.py",
-                                     tuple(self.semantic_ids), seed, extra))
+                                     tuple(self.semantic_ids), seed, extra("semantic_ids")))
         for name, files in self.generative.items():
             for seed in self.seeds:
-                specs.append(RunSpec(name, "generative", "train_onerec.py", tuple(files), seed, extra))
+                specs.append(RunSpec(name, "generative", "train_onerec.py", tuple(files), seed,
+                                     extra("generative")))
         for name, files in self.scorers.items():
             for seed in self.seeds:
-                specs.append(RunSpec(name, "scorer", "train_sasrec.py", tuple(files), seed, extra))
+                specs.append(RunSpec(name, "scorer", "train_sasrec.py", tuple(files), seed, extra("scorer")))
         if self.baselines:
             specs.append(RunSpec("baselines", "baseline", "evaluate_baseline.py",
-                                 tuple(self.baselines), 0, ()))
+                                 tuple(self.baselines), 0, tuple(self.kind_params.get("baseline", ()))))
         for s in specs:
             for f in s.gin_files:
                 if not Path(f).is_file():

@@ -266,7 +266,8 @@ def _markdown(r: dict) -> str:
     parts.append("\n## Plots\n\n" + "\n".join(f"![{Path(x).stem}]({x})" for x in r["plots"]) + "\n")
     parts.append("\n## Config hashes\n\n" + "\n".join(f"- {m}: {', '.join(h)}"
                                                      for m, h in r["config_hashes"].items()) + "\n")
-    return "".join(parts)
+    # Markdown needs a blank line between a paragraph and the heading or table after it.
+    return "".join(p if p.endswith("\n\n") else p + "\n" if p.endswith("\n") else p for p in parts)
 
 
 def _plots(out: Path, models: dict, table: dict, split: SplitData, sid: list[dict]) -> list[str]:

@@ -56,6 +56,12 @@ def item_rows(embeddings: Any, num_items: int | None = None) -> np.ndarray:
                    f"items; pass a ({num_items}+1, d) or ({num_items}, d) matrix built for this dataset")
 
 
+def _gpu_device() -> int:
+    """This process's GPU: under torchrun every rank has set its own (cuda:LOCAL_RANK)."""
+    import torch
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
+
+
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
@@ -142,7 +148,7 @@ class ItemIndex:
         if self.on_gpu:
             if self._gpu_res is None:
                 self._gpu_res = faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)  # copies nprobe too
+            index = faiss.index_cpu_to_gpu(self._gpu_res, _gpu_device(), index)  # copies nprobe too
         index.add(items)
         return index
 

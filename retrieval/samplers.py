@@ -106,8 +106,9 @@ class HardNegativeSampler:
     the `pool_size` nearest (pool_size <= n: exactly the n nearest), which softens false negatives.
 
     The index is built over the bound item embeddings: a callable (the model's live table, re-read
-    every `refresh_every` calls of `sample`, i.e. training steps) or a fixed matrix (content
-    embeddings, built once). Index kind/metric come from gin bindings of ItemIndex.
+    every `refresh_every` calls of `sample`, i.e. training steps, counted from each epoch start,
+    see set_epoch) or a fixed matrix (content embeddings, built once). Index kind/metric come from
+    gin bindings of ItemIndex.
     `embeddings='content'` mines in the content-embedding space of the semantic-ID stage instead
     of the model's: the sampler then keeps the fixed matrix the training script binds
     (`wants_content_embeddings`) and ignores the trainer's live table; it needs query='target'
@@ -241,11 +242,14 @@ class HardNegativeSampler:
         return ids
 
     def set_epoch(self, epoch: int) -> None:
-        """Rebuild the index from the live table at the next call. The trainer calls this at every
-        epoch start, and checkpoints fall at epoch ends, so a resumed run (whose index is rebuilt
-        from the restored weights) uses the same index as an unbroken one: resume stays exact."""
+        """Rebuild the index from the live table at the next call and count the refresh period
+        from there: refreshes fall at steps 0, R, 2R, ... of every epoch. The trainer calls this at
+        every epoch start, and checkpoints fall at epoch ends, so a resumed run (whose index is
+        rebuilt from the restored weights) uses the same index as an unbroken one: resume stays
+        exact, at no extra build per epoch."""
         if not self.static:
             self.index = None
+            self.calls = 0
 
     def log_q(self):
         return None                          # the hard distribution has no fixed q

@@ -4,7 +4,10 @@ Examples are SASRec's: for each user with ≥ 2 training items, input = train[:-
 train[1:] (the last `maxlen` of each, right-aligned, left-padded); every non-padding position is a
 prediction. Batches are built by one vectorised gather per batch and trimmed to the longest row, so
 there is no DataLoader and no worker queue. Negatives come from a NegativeSampler, for the flattened
-non-padding positions only.
+non-padding positions only (its hooks: bind_item_embeddings once, set_epoch every epoch, the
+sequence states with every draw). Losses score through the model's similarity head; optional
+λ-weighted terms (retrieval.auxiliary_losses: semantic consistency, interest contrast; off by
+default) are added to the main loss, and their RNG goes into the checkpoints with the sampler's.
 
 Per epoch: train → (every `eval_every` epochs) validation full-ranking NDCG@10 on all users or a
 fixed subsample → early stopping → `checkpoints/last` (model, optimizer, RNGs, position) and, on a

@@ -199,7 +199,8 @@ def test_sasrec_ddp_matches_single_process(runs):
         assert (ra["epoch"], ra["step"], ra["positions_per_s"] > 0) == (rb["epoch"], rb["step"], True)
         assert _close(ra["loss"], rb["loss"]), (ra["loss"], rb["loss"])
         assert _close(ra["valid_ndcg@10"], rb["valid_ndcg@10"], 1e-6)
-    ra, rb = np.load(single / "per_user_ranks.npz"), np.load(ddp / "per_user_ranks.npz")
+    ra = np.load(single / "per_user_ranks.npz", allow_pickle=False)
+    rb = np.load(ddp / "per_user_ranks.npz", allow_pickle=False)
     assert sorted(ra.files) == sorted(rb.files)
     for k in ra.files:                                      # gathered sharded evaluation
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)

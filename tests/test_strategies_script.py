@@ -3,6 +3,7 @@ synthetic data, each option on its own, results.json written and naming what was
 combinations end with one stderr line and exit 2."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,27 @@ def test_bad_strategy_settings_are_one_line_and_exit_2(tmp_path, params, message
     proc, _ = _train(tmp_path, params)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
+
+
+
+def test_beauty_ablation_configs_parse_and_change_one_thing_on_the_right_base(monkeypatch):
+    import importlib.util
+
+    import gin
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)                                   # gin includes are relative to the CWD
+    spec = importlib.util.spec_from_file_location("train_sasrec", root / "scripts" / "train_sasrec.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))      # registers the configurables
+    files = sorted((root / "configs" / "amazon-beauty" / "ablations").glob("*.gin"))
+    assert len(files) >= 15
+    for f in [*files, root / "configs" / "amazon-beauty" / "sasrec-ce-cosine.gin"]:
+        sampled = f.stem.startswith(("neg-", "sampled-"))
+        base = ("configs/amazon-beauty/ablations/sampled-softmax-uniform.gin" if f.stem.startswith("neg-")
+                else "configs/amazon-beauty/sasrec-ce.gin")
+        assert f"include '{base}'" in f.read_text(), f
+        gin.clear_config()
+        try:
+            gin.parse_config_files_and_bindings([str(f)], [])
+            assert gin.query_parameter("ScorerLoss.name") == ("sampled_softmax" if sampled else "ce"), f
+        finally:
+            gin.clear_config()

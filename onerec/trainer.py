@@ -148,6 +148,8 @@ class OneRecTrainer:
             last_eval = st["last_eval_step"]
             stopper = EarlyStopping(**st["early_stopping"])
             _truncate_log(log, step)                          # drop records past the resume point
+        elif log.path is not None and log.path.is_file():    # a run killed before its 1st checkpoint
+            _truncate_log(log, -1)
         users = self.eval_subsample(split.num_users)
         stopped_by = "max_epochs"
         window_loss, window_n, t_window = 0.0, 0, time.perf_counter()

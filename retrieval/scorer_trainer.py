@@ -280,6 +280,8 @@ class ScorerTrainer:
             if aux is not None:
                 aux.load_state(st.get("auxiliary"))
             _truncate_metrics(metrics.path, epoch)         # path is None off rank 0
+        else:                       # a fresh start: drop lines of a run killed before its 1st checkpoint
+            _truncate_metrics(metrics.path, 0)
 
         val_eval = Evaluator(sampled=False, progress=False)
         val_users = np.arange(split.num_users)

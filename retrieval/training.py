@@ -8,6 +8,7 @@ JSON is written last, so a checkpoint exists only when both are complete.
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +124,50 @@ def save_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, sch
         meta["optimizer"] = m
     if scheduler is not None:
         meta["scheduler"] = scheduler.state_dict()
-    save_tensors(path_stem.with_suffix(".safetensors"), tensors)
+    # The two files are replaced one after the other, so a kill between the renames would pair new
+    # weights with the old JSON. The JSON therefore names its weights by digest, and the weights it
+    # describes are kept as <stem>.prev.safetensors until the new JSON is in place.
+    weights, prev = path_stem.with_suffix(".safetensors"), _prev_path(path_stem)
+    digest = _digest(tensors)
+    if weights.is_file():
+        os.replace(weights, prev)
+    save_tensors(weights, tensors, metadata={"digest": digest})
+    meta["weights_digest"] = digest
     write_json(path_stem.with_suffix(".json"), meta)
+    prev.unlink(missing_ok=True)
+
+
+def _prev_path(path_stem: Path) -> Path:
+    return path_stem.with_name(path_stem.name + ".prev.safetensors")
+
+
+def _digest(tensors: dict) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:32]
+
+
+def _weights_for(path_stem: Path, want: str | None) -> Path:
+    """The weights file the checkpoint's JSON describes (see save_checkpoint)."""
+    weights = path_stem.with_suffix(".safetensors")
+    if want is None:                                   # written before digests existed
+        return weights
+    from safetensors import safe_open
+    for cand in (weights, _prev_path(path_stem)):
+        if cand.is_file():
+            try:
+                with safe_open(str(cand), "pt") as f:
+                    if (f.metadata() or {}).get("digest") == want:
+                        return cand
+            except Exception:                          # damaged file: try the other one
+                continue
+    raise RecError(f"{weights}: no weights file matches {path_stem}.json (the run was stopped while "
+                   "writing this checkpoint and its weights are gone); start a fresh --run_dir")
 
 
 def load_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, scheduler=None,
@@ -135,7 +178,7 @@ def load_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, sch
     if config_hash is not None and meta.get("config_hash") not in ("", config_hash):
         raise RecError(f"{path_stem}.json: checkpoint was made with another configuration "
                        f"(hash {meta.get('config_hash')} != {config_hash}); use a fresh --run_dir")
-    tensors = load_tensors(path_stem.with_suffix(".safetensors"))
+    tensors = load_tensors(_weights_for(path_stem, meta.get("weights_digest")))
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_sd, strict=True)

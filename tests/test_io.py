@@ -33,3 +33,34 @@ def test_fresh_run_drops_metric_lines_of_a_run_killed_before_its_first_checkpoin
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(r["loss"] < 9 for r in records)
+
+
+def test_checkpoint_killed_between_its_two_renames_loads_the_complete_pair(tmp_path):
+    """New weights renamed into place, JSON not yet: the loader must use the weights the JSON names."""
+    import os
+
+    import torch
+
+    from retrieval.io import save_tensors
+    from retrieval.training import _digest, _prev_path, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    stem = tmp_path / "checkpoints" / "last"
+    save_checkpoint(stem, model, state={"epoch": 1})
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not _prev_path(stem).exists()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    # the first half of the next save_checkpoint, then a "kill"
+    new = {f"model.{k}": v for k, v in model.state_dict().items()}
+    os.replace(stem.with_suffix(".safetensors"), _prev_path(stem))
+    save_tensors(stem.with_suffix(".safetensors"), new, metadata={"digest": _digest(new)})
+    fresh = torch.nn.Linear(3, 2)
+    assert load_checkpoint(stem, fresh, restore_rng=False) == {"epoch": 1}
+    assert all(torch.equal(fresh.state_dict()[k], old[k]) for k in old)
+    # the next complete save replaces the pair and removes the kept weights
+    save_checkpoint(stem, model, state={"epoch": 2})
+    assert not _prev_path(stem).exists()
+    assert load_checkpoint(stem, fresh, restore_rng=False) == {"epoch": 2}
+    assert torch.equal(fresh.weight, model.weight)

@@ -158,6 +158,7 @@ def _weights_for(path_stem: Path, want: str | None) -> Path:
     if want is None:                                   # written before digests existed
         return weights
     from safetensors import safe_open
+    damaged = False
     for cand in (weights, _prev_path(path_stem)):
         if cand.is_file():
             try:
@@ -165,7 +166,9 @@ def _weights_for(path_stem: Path, want: str | None) -> Path:
                     if (f.metadata() or {}).get("digest") == want:
                         return cand
             except Exception:                          # damaged file: try the other one
-                continue
+                damaged = damaged or cand == weights
+    if damaged:
+        return weights                                 # load_tensors names the damage
     raise RecError(f"{weights}: no weights file matches {path_stem}.json (the run was stopped while "
                    "writing this checkpoint and its weights are gone); start a fresh --run_dir")
 

@@ -14,7 +14,6 @@ batch, and only rank 0 logs and writes checkpoints. On CUDA the forward runs und
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -34,7 +33,7 @@ from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
 from retrieval.io import remove_stale_temps, write_text
-from retrieval.training import EarlyStopping, MetricsLog, load_checkpoint, save_checkpoint
+from retrieval.training import EarlyStopping, MetricsLog, autocast, load_checkpoint, save_checkpoint
 
 LAST, BEST = "checkpoints/last", "checkpoints/best"
 SELECT_METRIC = "ndcg@10"
@@ -112,11 +111,6 @@ class OneRecTrainer:
             {"max_epochs": self.max_epochs, "max_steps": self.max_steps}
             if self.schedule == "cosine" else {})
 
-    def _autocast(self):
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def eval_subsample(self, num_users: int) -> np.ndarray:
         return subsample(num_users, self.eval_users, self.eval_seed)
 
@@ -188,7 +182,7 @@ class OneRecTrainer:
                 if len(rows) == 0:                              # keep in step with the other ranks
                     rows, weight = batches[pos][:1], 0.0
                 batch = samples.batch(rows, model.tokenizer).to(self.device)
-                with self._autocast():
+                with autocast(self.device, self.amp):
                     loss = runner(lambda m, b: m(b), batch)     # mean CE over this rank's samples
                 if not torch.isfinite(loss):
                     raise RecError(f"training loss is {loss.item()} at step {step + 1} (epoch {epoch}, "

@@ -21,7 +21,6 @@ its rows', so a W-process run follows the single-process one. Only rank 0 logs a
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from retrieval.evaluation import Evaluator
 from retrieval.io import atomic_write, read_json, remove_stale_temps, write_text
 from retrieval.losses import ScorerLoss
 from retrieval.negatives import NegativeSampler
-from retrieval.training import EarlyStopping, MetricsLog, load_checkpoint, save_checkpoint
+from retrieval.training import EarlyStopping, MetricsLog, autocast, load_checkpoint, save_checkpoint
 
 SELECT = ("full", "ndcg@10")          # model selection metric: validation, full ranking
 
@@ -141,11 +140,6 @@ class ScorerTrainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # ---------------------------------------------------------------- pieces
-    def _autocast(self):
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def _optimizer(self, model) -> torch.optim.Optimizer:
         # AdamW with weight_decay 0 is Adam (the reference's optimizer, betas (0.9, 0.98)).
         return torch.optim.AdamW(model.parameters(), lr=self.lr, betas=self.betas,
@@ -204,7 +198,7 @@ class ScorerTrainer:
                     loss = loss + sum(terms.values())
                 return loss
 
-            with self._autocast():
+            with autocast(self.device, self.amp):
                 loss = runner(forward_loss)
             if weight != 1.0:
                 loss = loss * weight              # this rank's share of the global mean

@@ -7,6 +7,7 @@ JSON is written last, so a checkpoint exists only when both are complete.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -196,6 +197,13 @@ def load_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, sch
     if restore_rng:
         _set_rng_state(meta["rng"])
     return meta.get("state", {})
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast of a forward on CUDA; a no-op elsewhere (CPU trains in float32)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def config_hash(text: str) -> str:

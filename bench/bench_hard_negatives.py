@@ -18,6 +18,7 @@ import argparse
 import copy
 import time
 
+import gin
 import numpy as np
 import torch
 
@@ -32,6 +33,7 @@ from retrieval.scorer_trainer import ScorerTrainer, TrainingSequences
 VARIANTS = {                        # label -> (sampler name, hard-negative query)
     "uniform": ("uniform", None),
     "hard-state": ("hard", "state"),
+    "hard-sequence": ("hard", "sequence"),
     "hard-target": ("hard", "target"),
     "mixture": ("mixture", "state"),
 }
@@ -103,7 +105,10 @@ def main() -> None:
     p.add_argument("--pool_size", type=int, default=200)
     p.add_argument("--refresh_every", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--gin_param", action="append", default=[],
+                   help="extra gin binding, e.g. \"ItemIndex.kind='ivf'\" (repeatable)")
     args = p.parse_args()
+    gin.parse_config(args.gin_param)
     torch.set_num_threads(args.threads)
 
     split = load_split(name=args.dataset)

@@ -67,6 +67,37 @@ def in_history(keys: np.ndarray, users: np.ndarray, items: np.ndarray, num_items
     return keys[idx] == k
 
 
+class BatchHistory:
+    """Membership in the training histories of one batch's users, for repeated tests in one step.
+
+    `contains(rows, items)`: is items[r, j] in the history of users[rows[r]] ? With a dense boolean
+    table over the batch's distinct users (built from their key ranges, one gather per test) when it
+    has at most `max_cells` cells, else the binary search of `in_history`. Same answers either way.
+    """
+
+    MAX_CELLS = 1 << 26
+
+    def __init__(self, keys: np.ndarray, users: np.ndarray, num_items: int,
+                 max_cells: int = MAX_CELLS):
+        self.keys, self.users, self.num_items = keys, users, num_items
+        uniq, self.row = np.unique(users, return_inverse=True)
+        self.mask = None
+        if len(uniq) * (num_items + 1) > max_cells or len(keys) == 0:
+            return
+        width = num_items + 1
+        lo, hi = np.searchsorted(keys, uniq * width), np.searchsorted(keys, (uniq + 1) * width)
+        counts = hi - lo
+        idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        self.mask = np.zeros((len(uniq), width), dtype=bool)
+        owner = np.repeat(np.arange(len(uniq)), counts)
+        self.mask[owner, keys[idx] - uniq[owner] * width] = True
+
+    def contains(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if self.mask is None:
+            return in_history(self.keys, self.users[rows][:, None], items, self.num_items)
+        return self.mask[self.row[rows][:, None], items]
+
+
 @register_sampler("uniform")
 class UniformNegativeSampler:
     """Uniform over the items a user has not interacted with in training (with replacement).

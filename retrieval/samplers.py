@@ -22,8 +22,8 @@ import torch
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.item_index import ItemIndex
-from retrieval.negatives import (NEGATIVE_SAMPLERS, UniformNegativeSampler, history_keys,
-                                 in_history, register_sampler)
+from retrieval.negatives import (NEGATIVE_SAMPLERS, BatchHistory, UniformNegativeSampler,
+                                 history_keys, in_history, register_sampler)
 
 
 def _forward(samplers, method: str, *args) -> None:
@@ -101,8 +101,11 @@ class PopularityNegativeSampler:
 @gin.configurable
 class HardNegativeSampler:
     """FAISS hard negatives: the items nearest to the sequence state (`query='state'`, needs
-    `hidden`) or to the positive's embedding (`query='target'`), never in the user's training
-    history and never the positive itself. n negatives are drawn uniformly without replacement from
+    `hidden`; one search per position), to the sequence's latest state (`query='sequence'`: one
+    search per sequence, with the state at its last position, shared by all its positions; every
+    positive of a training sequence is in the history, so no position gets its own positive), or
+    to the positive's embedding (`query='target'`), never in the user's training history and never
+    the positive itself. n negatives are drawn uniformly without replacement from
     the `pool_size` nearest (pool_size <= n: exactly the n nearest), which softens false negatives.
 
     The index is built over the bound item embeddings: a callable (the model's live table, re-read
@@ -124,16 +127,17 @@ class HardNegativeSampler:
     HISTORY_COLUMNS = 64                   # target mode: table columns kept for a user's history;
                                            # rows of longer histories (3% of Beauty's) search per step
 
-    QUERIES = ("state", "target")
+    QUERIES = ("state", "sequence", "target")
 
     def __init__(self, split: SplitData, seed: int = 0, query: str = "state", pool_size: int = 0,
                  refresh_every: int = 100, embeddings: str = "model"):
         if query not in self.QUERIES:
-            raise RecError(f"HardNegativeSampler.query={query!r} is unknown; use 'state' or 'target'")
+            raise RecError(f"HardNegativeSampler.query={query!r} is unknown; use 'state', 'sequence' "
+                           "or 'target'")
         if embeddings not in ("model", "content"):
             raise RecError(f"HardNegativeSampler.embeddings={embeddings!r} is unknown; use 'model' or "
                            "'content'")
-        if embeddings == "content" and query == "state":
+        if embeddings == "content" and query != "target":
             raise RecError("HardNegativeSampler.embeddings='content' needs query='target': sequence "
                            "states are not in the content-embedding space")
         self.embeddings = embeddings
@@ -180,31 +184,41 @@ class HardNegativeSampler:
         self.calls += 1
         users = np.asarray(users, dtype=np.int64)
         positives = np.asarray(positives, dtype=np.int64)
-        if self.query == "state":
+        if self.query != "target":
             if hidden is None:
-                raise RecError("HardNegativeSampler.query='state' needs the sequence states: the "
-                               "trainer must pass hidden=(P, d) to sample(), or use query='target'")
+                raise RecError(f"HardNegativeSampler.query={self.query!r} needs the sequence states: "
+                               "the trainer must pass hidden=(P, d) to sample(), or use "
+                               "query='target'")
             queries = hidden
         else:
             queries = self.index.item_vectors(positives)                  # (P, d)
         pool = max(n, self.pool_size)
 
+        history = BatchHistory(self.keys, users, self.num_items)
+
         def excluded(rows, ids):
-            return (in_history(self.keys, users[rows][:, None], ids, self.num_items)
-                    | (ids == positives[rows][:, None]))
+            return history.contains(rows, ids) | (ids == positives[rows][:, None])
 
         bound = int(self.history_size[users].max(initial=0)) + 1         # history + the positive
         width = min(self.num_items,
                     pool + min(int(self.history_size.max(initial=0)), self.HISTORY_COLUMNS) + 1)
         if self.query == "target" and width * (self.num_items + 1) <= self.MAX_CANDIDATE_ENTRIES:
             ids = self._from_candidates(users, positives, pool, width, excluded)
+        elif self.query == "sequence":
+            # The last position of each user's rows holds the sequence's latest state.
+            distinct, first_reversed = np.unique(users[::-1], return_index=True)
+            last = len(users) - 1 - first_reversed                       # row of each user's last
+            owner = np.searchsorted(distinct, users)                      # (P,) -> its user's row
+            ids = self.index.search(queries[last], pool, exclude=lambda rows, got: excluded(
+                last[rows], got), max_excluded=bound).ids[owner]
         else:
             ids = self.index.search(queries, pool, exclude=excluded, max_excluded=bound).ids
         # ids: (P, pool), 0 = none
         # n of the pool, uniformly without replacement: the n largest of random keys; empty slots
         # (tiny catalogues) get key -1 so they are taken last.
         keys = np.where(ids > 0, self.rng.random(ids.shape), -1.0)
-        pick = np.argsort(-keys, axis=1, kind="stable")[:, :n]
+        pick = np.argpartition(-keys, n - 1, axis=1)[:, :n] if n < keys.shape[1] else \
+            np.argsort(-keys, axis=1, kind="stable")[:, :n]
         out = np.take_along_axis(ids, pick, axis=1)
         if (out == 0).any():
             raise RecError(f"HardNegativeSampler found fewer than n={n} items outside a user's "
@@ -213,8 +227,10 @@ class HardNegativeSampler:
 
     def _from_candidates(self, users, positives, pool, width, excluded) -> np.ndarray:
         """(P, pool): the pool nearest allowed items of each positive, read from the per-item
-        candidate table of `width` columns, which holds them exactly for users with at most
-        width - pool - 1 history items; the rows of longer histories are searched."""
+        candidate table of `width` columns (the nearest items in rank order): the first `pool`
+        that survive the exclusions are exactly the pool nearest allowed ones. A row where fewer
+        survive (a history of more than width - pool - 1 items crowding the target's
+        neighbourhood) is searched."""
         if self.candidates is None or self.candidates.shape[1] < width:
             table = np.zeros((self.num_items + 1, width), dtype=np.int64)
             for start in range(1, self.num_items + 1, 4096):             # chunks bound memory
@@ -222,18 +238,18 @@ class HardNegativeSampler:
                 table[items] = self.index.search(self.index.vectors[items - 1], width).ids
             self.candidates = table
         hist = self.history_size[users]
-        long_rows = np.flatnonzero(hist > width - pool - 1)
-        short_rows = np.flatnonzero(hist <= width - pool - 1)
+        used = min(width, pool + int(hist.max(initial=0)) + 1)          # enough for most rows
+        cand = self.candidates[positives, :used]                          # (P, used)
+        keep = (cand > 0) & ~excluded(np.arange(len(positives)), cand)
+        # As ItemIndex.search compacts: the first `pool` survivors, in rank order, then zeros.
+        rank = np.cumsum(keep, axis=1) - 1
+        survivors = rank[:, -1] + 1
+        full = hist + 1 <= used - pool                # rows whose exclusions cannot starve the pool
+        long_rows = np.flatnonzero(~full & (survivors < pool))
+        keep &= rank < pool
+        r, c = np.nonzero(keep)
         ids = np.zeros((len(positives), pool), dtype=np.int64)
-        if short_rows.size:
-            used = min(width, pool + int(hist[short_rows].max()) + 1)    # enough for these rows
-            cand = self.candidates[positives[short_rows], :used]          # (R, used)
-            keep = (cand > 0) & ~excluded(short_rows, cand)
-            # As ItemIndex.search compacts: the first `pool` survivors, in rank order, then zeros.
-            rank = np.cumsum(keep, axis=1) - 1
-            keep &= rank < pool
-            r, c = np.nonzero(keep)
-            ids[short_rows[r], rank[r, c]] = cand[r, c]
+        ids[r, rank[r, c]] = cand[r, c]
         if long_rows.size:
             ids[long_rows] = self.index.search(
                 self.index.item_vectors(positives[long_rows]), pool,

@@ -10,7 +10,9 @@ from scipy.stats import chisquare
 
 from retrieval.data.types import ItemCatalogue, SplitData
 from retrieval.errors import RecError
-from retrieval.negatives import NEGATIVE_SAMPLERS, build_negative_sampler, history_keys, in_history
+from retrieval.item_index import ItemIndex
+from retrieval.negatives import (NEGATIVE_SAMPLERS, BatchHistory, build_negative_sampler,
+                                 history_keys, in_history)
 from retrieval.samplers import (CurriculumNegativeSampler, GrowingCountSampler, HardNegativeSampler,
                                 MixtureNegativeSampler, NegativeCountSchedule,
                                 PopularityNegativeSampler, apportion, slot_assignment,
@@ -84,7 +86,7 @@ def assert_no_history_or_target(split, users, pos, out):
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 6), pool=st.integers(0, 12),
-       query=st.sampled_from(["state", "target"]))
+       query=st.sampled_from(["state", "sequence", "target"]))
 def test_hard_negatives_never_contain_history_or_target(seed, n, pool, query):
     split = random_split(30, 60, 25, seed)
     emb = torch.randn(61, 8, generator=torch.Generator().manual_seed(seed))
@@ -113,6 +115,42 @@ def test_hard_negatives_are_the_nearest_allowed_items():
         assert set(row) == set(allowed[:3])
 
 
+def test_sequence_query_mines_once_per_sequence_from_its_last_state():
+    """query='sequence': every position of a user gets the nearest allowed items to the state at
+    the user's last position (pool 0: exactly the n nearest, so all its positions agree)."""
+    split = random_split(20, 80, 15, 7)
+    emb = torch.randn(81, 8, generator=torch.Generator().manual_seed(1))
+    s = HardNegativeSampler(split, seed=0, query="sequence")
+    s.bind_item_embeddings(lambda: emb)
+    users, pos = positions(split)
+    hidden = torch.randn(len(users), 8, generator=torch.Generator().manual_seed(2))
+    out = s.sample(users, pos, 3, hidden)
+    e = emb.numpy()
+    for u in range(split.num_users):
+        rows = np.flatnonzero(users == u)
+        scores = e[1:] @ hidden[rows[-1]].numpy()                        # the last state only
+        banned = set(split.train_items[split.train_offsets[u]:split.train_offsets[u + 1]])
+        allowed = [i for i in np.argsort(-scores) + 1 if i not in banned]
+        for r in rows:
+            assert set(out[r]) == set(allowed[:3])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), max_cells=st.sampled_from([0, 1 << 26]))
+def test_batch_history_equals_the_binary_search(seed, max_cells):
+    """The dense per-batch table (and its fallback, max_cells 0) answers as in_history does."""
+    split = random_split(25, 40, 20, seed)
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 25, 60)
+    items = rng.integers(0, 41, (60, 7))
+    keys = history_keys(split)
+    hist = BatchHistory(keys, users, split.num_items, max_cells=max_cells)
+    assert (hist.mask is None) == (max_cells == 0)
+    rows = rng.permutation(60)[:35]
+    np.testing.assert_array_equal(hist.contains(rows, items[rows]),
+                                  in_history(keys, users[rows][:, None], items[rows], 40))
+
+
 @pytest.mark.parametrize("pool", [0, 10])
 def test_hard_target_candidate_table_equals_searching_every_step(monkeypatch, pool):
     """Target mode looks the nearest items up in a per-index-build table; same draws as a search."""
@@ -121,16 +159,22 @@ def test_hard_target_candidate_table_equals_searching_every_step(monkeypatch, po
     fast = HardNegativeSampler(split, seed=4, query="target", pool_size=pool, refresh_every=2)
     slow = HardNegativeSampler(split, seed=4, query="target", pool_size=pool, refresh_every=2)
     monkeypatch.setattr(slow, "MAX_CANDIDATE_ENTRIES", 0)                # forces the per-step search
-    monkeypatch.setattr(fast, "HISTORY_COLUMNS", 12)          # some users' histories exceed the table
+    monkeypatch.setattr(fast, "HISTORY_COLUMNS", 1)   # most histories exceed the table's spare columns
     for s in (fast, slow):
         s.bind_item_embeddings(lambda: table["w"])
     users, pos = positions(split)
+    searched, search = [], ItemIndex.search               # queries of the fast sampler's searches
+    monkeypatch.setattr(ItemIndex, "search", lambda self, q, k, **kw: (
+        self is fast.index and searched.append((len(q), k))) or search(self, q, k, **kw))
     for step in range(4):                                               # across two index refreshes
         a, b = fast.sample(users, pos, 4), slow.sample(users, pos, 4)
         np.testing.assert_array_equal(a, b)
         assert_no_history_or_target(split, users, pos, a)
         table["w"] = table["w"] + 0.5 * torch.randn(121, 8, generator=torch.Generator().manual_seed(step))
     assert fast.candidates is not None and slow.candidates is None and fast.refreshes == 2
+    # Both paths ran: rows read from the table, and rows whose history starved it searched.
+    per_step = [q for q, k in searched if k == max(4, pool)]           # table builds use more columns
+    assert per_step and all(0 < q < len(users) for q in per_step)
 
 
 def test_content_space_hard_sampler_keeps_its_matrix_and_ignores_the_live_table():

@@ -86,3 +86,34 @@ def test_non_positive_sizes_are_rejected(key, value):
 def test_heads_must_divide_hidden():
     with pytest.raises(RecError, match="num_heads"):
         SequentialScorer(num_items=10, hidden=50, num_heads=3)
+
+
+def test_bert_style_options_change_the_network_and_are_recorded():
+    """ffn_mult / activation / init_std / embedding_norm (the S3Rec code's BERT-style SASRec):
+    named in the config only when set, so default checkpoints keep their signature."""
+    torch.manual_seed(0)
+    plain = SequentialScorer(num_items=300, maxlen=12, hidden=16, num_heads=2, dropout=0.0)
+    torch.manual_seed(0)
+    bert = SequentialScorer(num_items=300, maxlen=12, hidden=16, num_heads=2, dropout=0.0,
+                            pre_ln=False, ffn_mult=4, activation="gelu", init_std=0.02,
+                            embedding_norm=True)
+    assert not {"ffn_mult", "activation", "init_std", "embedding_norm"} & set(plain.config)
+    assert bert.config["ffn_mult"] == 4 and bert.config["activation"] == "gelu"
+    assert bert.config["init_std"] == 0.02 and bert.config["embedding_norm"] is True
+    assert bert.blocks[0].ffn.fc1.weight.shape == (64, 16)
+    w = bert.item_emb.weight[1:]
+    assert abs(float(w.std()) - 0.02) < 0.002                            # N(0, 0.02), not Xavier
+    assert abs(float(plain.item_emb.weight[1:].std()) - 0.02) > 0.02
+    items, _ = _history()
+    with torch.no_grad():
+        out = bert.eval().encode(items)
+    assert torch.isfinite(out).all()
+    assert bert.num_parameters() > plain.num_parameters()
+
+
+@pytest.mark.parametrize("kwargs,match", [({"activation": "tanh"}, "activation"),
+                                          ({"ffn_mult": 0}, "ffn_mult"),
+                                          ({"init_std": -1.0}, "init_std")])
+def test_bad_style_options_are_rejected(kwargs, match):
+    with pytest.raises(RecError, match=f"SequentialScorer.{match}"):
+        SequentialScorer(num_items=10, **kwargs)

@@ -68,23 +68,30 @@ class CausalSelfAttention(nn.Module):
         return self.out(o.transpose(1, 2).flatten(-2))                   # (B, L, d)
 
 
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
 class PointWiseFeedForward(nn.Module):
-    def __init__(self, dim: int, dropout: float):
+    """d -> mult*d -> d (SASRec: mult 1, ReLU; BERT-style S3Rec code: mult 4, GELU)."""
+
+    def __init__(self, dim: int, dropout: float, mult: int = 1, activation: str = "relu"):
         super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, mult * dim), nn.Linear(mult * dim, dim)
         self.drop = nn.Dropout(dropout)
+        self.act = ACTIVATIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(F.relu(self.fc1(x)))))
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class Block(nn.Module):
     """One attention + feed-forward block; `residual_*` is PlainResidual or HyperConnection."""
 
-    def __init__(self, dim, heads, dropout, use_time, pre_ln, make_residual, ln_eps):
+    def __init__(self, dim, heads, dropout, use_time, pre_ln, make_residual, ln_eps, ffn_mult=1,
+                 activation="relu"):
         super().__init__()
         self.attn = (TimeIntervalAttention if use_time else CausalSelfAttention)(dim, heads, dropout)
-        self.ffn = PointWiseFeedForward(dim, dropout)
+        self.ffn = PointWiseFeedForward(dim, dropout, ffn_mult, activation)
         self.attn_norm = nn.LayerNorm(dim, eps=ln_eps)
         self.ffn_norm = nn.LayerNorm(dim, eps=ln_eps)
         self.attn_residual, self.ffn_residual = make_residual(), make_residual()
@@ -109,13 +116,26 @@ class SequentialScorer(nn.Module):
 
     num_items: N (item ids 1..N, 0 = padding), from the data. maxlen: longest history used (the
     last `maxlen` items). time_span: largest interval bucket (TiSASRec). mhc_streams: n.
+    The defaults are the SASRec reference (feed-forward d -> d with ReLU, Xavier-normal init,
+    embeddings scaled by √d). `ffn_mult`, `activation`, `init_std` (> 0: N(0, init_std) instead of
+    Xavier) and `embedding_norm` (LayerNorm on the summed embeddings instead of the √d scale) give
+    the BERT-style variant of the S3Rec code base: 4, 'gelu', 0.02, True (with pre_ln=False).
     """
 
     def __init__(self, num_items: int, maxlen: int = 200, hidden: int = 50, num_blocks: int = 2,
                  num_heads: int = 1, dropout: float = 0.2, use_time: bool = False,
                  use_mhc: bool = False, pre_ln: bool = True, time_span: int = 256,
-                 mhc_streams: int = 4, mhc_sinkhorn_iters: int = 20, ln_eps: float = 1e-8):
+                 mhc_streams: int = 4, mhc_sinkhorn_iters: int = 20, ln_eps: float = 1e-8,
+                 ffn_mult: int = 1, activation: str = "relu", init_std: float = 0.0,
+                 embedding_norm: bool = False):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise RecError(f"SequentialScorer.activation = {activation!r} is unknown; use one of "
+                           f"{', '.join(ACTIVATIONS)}")
+        if isinstance(ffn_mult, bool) or not isinstance(ffn_mult, int) or ffn_mult <= 0:
+            raise RecError(f"SequentialScorer.ffn_mult = {ffn_mult!r} must be a positive integer")
+        if not init_std >= 0.0:
+            raise RecError(f"SequentialScorer.init_std = {init_std} must be >= 0 (0 = Xavier-normal)")
         for key, value in (("maxlen", maxlen), ("hidden", hidden), ("num_heads", num_heads),
                            ("num_blocks", num_blocks), ("time_span", time_span),
                            ("mhc_streams", mhc_streams), ("num_items", num_items)):
@@ -138,6 +158,11 @@ class SequentialScorer(nn.Module):
         # The similarity head (gin: make_similarity.name); 'dot' has no parameters and is the
         # original score. Named in the config only when it is not dot, so checkpoint signatures
         # of dot models stay what they were.
+        style = dict(ffn_mult=ffn_mult, activation=activation, init_std=init_std,
+                     embedding_norm=embedding_norm)
+        defaults = dict(ffn_mult=1, activation="relu", init_std=0.0, embedding_norm=False)
+        self.config.update({k: v for k, v in style.items() if v != defaults[k]})
+        self.init_std = init_std
         self.similarity = make_similarity(dim=hidden)
         if self.similarity.name != "dot":
             self.config["similarity"] = self.similarity.name
@@ -151,6 +176,7 @@ class SequentialScorer(nn.Module):
         else:
             self.pos_emb = nn.Embedding(maxlen + 1, hidden, padding_idx=0)
         self.emb_dropout = nn.Dropout(dropout)
+        self.emb_norm = nn.LayerNorm(hidden, eps=ln_eps) if embedding_norm else None
 
         def make_residual():
             if use_mhc:
@@ -158,7 +184,7 @@ class SequentialScorer(nn.Module):
             return PlainResidual()
 
         self.blocks = nn.ModuleList(Block(hidden, num_heads, dropout, use_time, pre_ln, make_residual,
-                                          ln_eps) for _ in range(num_blocks))
+                                          ln_eps, ffn_mult, activation) for _ in range(num_blocks))
         self.last_norm = nn.LayerNorm(hidden, eps=ln_eps)
         self._init_weights()
 
@@ -169,7 +195,12 @@ class SequentialScorer(nn.Module):
         skip |= {id(m) for m in self.similarity.modules()}     # starts as dot (identity maps)
         for m in self.modules():
             if id(m) not in skip and isinstance(m, (nn.Embedding, nn.Linear)):
-                nn.init.xavier_normal_(m.weight)
+                if self.init_std > 0:
+                    nn.init.normal_(m.weight, std=self.init_std)
+                    if isinstance(m, nn.Linear) and m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                else:
+                    nn.init.xavier_normal_(m.weight)
         with torch.no_grad():
             for m in self.modules():
                 if isinstance(m, nn.Embedding) and m.padding_idx is not None:
@@ -200,7 +231,9 @@ class SequentialScorer(nn.Module):
         keep = valid[..., None].to(self.item_emb.weight.dtype)            # (B, L, 1)
         positions = (torch.arange(L, device=items.device) + 1 + self.maxlen - L) * valid
 
-        x = self.item_emb(items) * self.hidden ** 0.5                     # (B, L, d)
+        x = self.item_emb(items)                                          # (B, L, d)
+        if self.emb_norm is None:
+            x = x * self.hidden ** 0.5
         causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()
         self_pair = torch.eye(L, dtype=torch.bool, device=items.device)
         mask = (causal & (valid[:, None, :] | self_pair))[:, None]        # (B, 1, L, L)
@@ -219,6 +252,8 @@ class SequentialScorer(nn.Module):
         else:
             x = x + self.pos_emb(positions)
             ctx = AttentionContext(mask=mask)
+        if self.emb_norm is not None:
+            x = self.emb_norm(x)
         x = self.emb_dropout(x) * keep
 
         if self.use_mhc:

@@ -145,6 +145,19 @@ class ScorerTrainer:
         return torch.optim.AdamW(model.parameters(), lr=self.lr, betas=self.betas,
                                  weight_decay=self.weight_decay)
 
+    def _apply_hyperparameters(self, optimizer, run_dir: Path) -> None:
+        """A resumed run trains on with this config's lr / betas / weight decay (the optimizer
+        state restores the checkpoint's), e.g. a lower lr after a divergence; changes are logged."""
+        wanted = {"lr": self.lr, "betas": tuple(self.betas), "weight_decay": self.weight_decay}
+        norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v            # noqa: E731
+        changed = {k: (norm(optimizer.param_groups[0][k]), v) for k, v in wanted.items()
+                   if norm(optimizer.param_groups[0][k]) != v}
+        for group in optimizer.param_groups:
+            group.update(wanted)
+        if changed and distributed.is_main():
+            said = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+            tqdm.write(f"{run_dir}: resuming with ScorerTrainer {said}")
+
     def train_epoch(self, model, data: TrainingSequences, loss_fn: ScorerLoss, sampler: NegativeSampler,
                     optimizer, rng: np.random.Generator, epoch: int, step: int,
                     aux: AuxiliaryLosses | None = None) -> dict:
@@ -266,6 +279,7 @@ class ScorerTrainer:
                                "or choose a fresh --run_dir")
             check_signature(last.with_suffix(".json"), signature)
             st = load_checkpoint(last, model, optimizer)
+            self._apply_hyperparameters(optimizer, run_dir)
             epoch, step, epoch_times = st["epoch"], st["step"], st["epoch_seconds"]
             epoch_cpu = st["epoch_cpu_seconds"]
             stopper = EarlyStopping(**{**st["early_stopping"], "patience": self.patience})

@@ -158,3 +158,23 @@ def test_script_bad_config_is_one_line_and_exit_2(tmp_path, param, expected):
                 "--run_dir", str(tmp_path / "run"))
     assert expected in _one_line_error(r)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_trains_on_with_the_new_learning_rate(tmp_path, capsys):
+    """The scorer's own error advice is 'lower ScorerTrainer.lr, then --resume': the resumed
+    optimizer must use the config's lr, not the one saved with its state."""
+    split = _split()
+    _fit(tmp_path / "run", split, stop_after=1)
+    set_seed(0)
+    model = SequentialScorer(num_items=split.num_items, maxlen=12, hidden=16, num_blocks=1,
+                             num_heads=1, dropout=0.2, use_time=True, use_mhc=True)
+    trainer = ScorerTrainer(num_epochs=2, batch_size=32, eval_every=1, patience=5, progress=False,
+                            bucket_batches=2, lr=1e-4)
+    seen = []
+    real = trainer.train_epoch
+    trainer.train_epoch = lambda model, data, loss_fn, sampler, optimizer, *a: (
+        seen.append(optimizer.param_groups[0]["lr"]) or real(model, data, loss_fn, sampler, optimizer, *a))
+    trainer.fit(model, split, ScorerLoss("bce"), UniformNegativeSampler(split, seed=0),
+                tmp_path / "run", resume=True)
+    assert seen == [1e-4]                                    # epoch 2 ran with the new lr
+    assert "lr 0.001 -> 0.0001" in capsys.readouterr().out

@@ -68,7 +68,7 @@ def run(main: Callable[[argparse.Namespace, Path | None], None], description: st
     """Parse arguments and gin, call `main(args, run_dir)`, turn user errors into one line + exit 2.
 
     A run directory this call created is removed on error, unless `keep_on_error` (for pipelines
-    whose finished sub-runs are worth keeping for reuse).
+    whose finished sub-runs are worth keeping for reuse) and something was written into it.
 
     Under torchrun (WORLD_SIZE > 1) every process runs `main`; the process group is joined before
     it, only rank 0 writes config.gin, and the process ends through `distributed.finish`."""
@@ -91,7 +91,8 @@ def run(main: Callable[[argparse.Namespace, Path | None], None], description: st
         if run_dir is not None and distributed.is_main():
             write_text(run_dir / "config.gin", gin.operative_config_str())
     except RecError as e:
-        _cleanup(run_dir, created and not keep_on_error)
+        # A pipeline keeps what it finished for reuse, but not a directory it left empty.
+        _cleanup(run_dir, created and (not keep_on_error or not any(run_dir.iterdir())))
         # gin appends "In call to configurable ..." on a new line to errors raised inside a
         # configurable; a RecError message is one line by construction, so keep only that.
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

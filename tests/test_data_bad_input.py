@@ -93,7 +93,7 @@ def test_non_numeric_ids_in_other_formats(tmp_path):
         AmazonSource(sequences_path=str(s)).load()
     t = tmp_path / "t.txt"
     t.write_text("1 2\nu3 4\n")
-    with pytest.raises(RecError, match=r"t\.txt: cannot parse"):
+    with pytest.raises(RecError, match=r"t\.txt: line 2 \('u3 4'\); every line must hold 2 integers"):
         TextSource(path=str(t)).load()
     (tmp_path / "u.data").write_text("1\t1\t5\t10\n")
     (tmp_path / "u.item").write_text("x|A|d||u" + "|0" * 19 + "\n")

@@ -64,8 +64,11 @@ class TextSource:
             df = pd.read_csv(path, sep=r"\s+", header=None, names=names, dtype=np.int64,
                              engine="c")
         except (ValueError, TypeError, pd.errors.ParserError) as e:
-            raise RecError(f"{path}: cannot parse ({' '.join(str(e).split())}); every line must "
-                           f"hold {ncol} integers: {' '.join(names)}") from None
+            bad = _first_bad_line(path, ncol)
+            where = (f"line {bad[0]} ({bad[1][:60]!r})" if bad else
+                     f"cannot parse ({' '.join(str(e).split())})")
+            raise RecError(f"{path}: {where}; every line must hold {ncol} integers: "
+                           f"{' '.join(names)}") from None
         if len(df) == 0:
             raise RecError(f"{path}: no data rows; expected `user item [timestamp]` lines")
         user_raw, item_raw = df["user"].to_numpy(), df["item"].to_numpy()
@@ -77,3 +80,22 @@ class TextSource:
         cat = ItemCatalogue(raw_ids=raw, titles=np.full(len(raw), "", dtype=object), template="plain")
         return build_interactions({"user": user_raw, "item": item, "timestamp": ts}, cat,
                                   has_time=has_time)
+
+
+def _first_bad_line(path: Path, ncol: int) -> tuple[int, str] | None:
+    """(line number, text) of the first non-blank line that is not `ncol` integers; only read
+    after the fast parser failed, to say where."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if fields and (len(fields) != ncol or not all(_is_int(x) for x in fields)):
+                return number, line.rstrip("\n")
+    return None
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False

@@ -35,7 +35,7 @@ VARIANTS = {                        # label -> (sampler name, hard-negative quer
     "hard-state": ("hard", "state"),
     "hard-sequence": ("hard", "sequence"),
     "hard-target": ("hard", "target"),
-    "mixture": ("mixture", "state"),
+    "mixture": ("mixture", "sequence"),         # as configs/amazon-beauty/ablations/neg-mixture.gin
 }
 
 

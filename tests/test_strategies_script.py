@@ -18,6 +18,8 @@ CASES = {
     "fusion-sampled": (["make_similarity.name='fusion'", *SAMPLED], {"similarity": "fusion"}),
     "hard-state": ([*SAMPLED, "build_negative_sampler.name='hard'", "HardNegativeSampler.query='state'",
                     "HardNegativeSampler.refresh_every=2"], {"negative_sampler": "HardNegativeSampler"}),
+    "hard-sequence": ([*SAMPLED, "build_negative_sampler.name='hard'", "HardNegativeSampler.query='sequence'",
+                       "HardNegativeSampler.refresh_every=2"], {"negative_sampler": "HardNegativeSampler"}),
     "curriculum": ([*SAMPLED, "build_negative_sampler.name='curriculum'",
                     "CurriculumNegativeSampler.phase_epochs=[0, 1]",
                     "CurriculumNegativeSampler.phase_ratios="

@@ -96,6 +96,7 @@ def run(main: Callable[[argparse.Namespace, Path | None], None], description: st
         # gin appends "In call to configurable ..." on a new line to errors raised inside a
         # configurable; a RecError message is one line by construction, so keep only that.
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        distributed.abort(2)                   # under torchrun: leave the process group first
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -229,3 +229,20 @@ def finish(exit_code: int = 0) -> None:
             except OSError:
                 pass
         os._exit(exit_code)
+
+
+def abort(exit_code: int) -> None:
+    """End a distributed process after a user error: destroy the process group without a barrier
+    (the other ranks may not have failed alike), flush, os._exit. A no-op when not distributed."""
+    if not is_distributed():
+        return
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001  (teardown after an error: leave in any case)
+        pass
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(exit_code)

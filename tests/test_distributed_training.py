@@ -229,3 +229,21 @@ def test_onerec_ddp_matches_single_process(runs):
     ra, rb = load_file(single / "ranks.safetensors"), load_file(ddp / "ranks.safetensors")
     for k in ra:
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
+
+
+def test_a_user_error_under_torchrun_is_one_line_per_rank_and_leaves_no_run_dir(tmp_path):
+    """Every rank reports the RecError in one line and exits 2 (after leaving the process group);
+    what torchrun itself prints about a failed child is its own."""
+    gin = tmp_path / "bad.gin"
+    gin.write_text("include 'configs/synthetic/sasrec-bce.gin'\nSequentialScorer.maxlen = 0\n")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "scripts/train_sasrec.py", "--gin_file", str(gin),
+                          "--run_dir", str(tmp_path / "run")],
+                         cwd=ROOT, env=_env(tmp_path / "cache"), capture_output=True, text=True,
+                         timeout=300)
+    both = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert both.count("error: SequentialScorer.maxlen = 0 must be > 0; fix it in the gin config") == 2
+    assert "exitcode  : 2" in both                          # the rank's own exit status
+    assert 'train_sasrec.py", line' not in both and "retrieval/" not in both   # no traceback of ours
+    assert not (tmp_path / "run").exists()

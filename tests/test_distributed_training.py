@@ -12,6 +12,7 @@ inferred.
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -247,3 +248,27 @@ def test_a_user_error_under_torchrun_is_one_line_per_rank_and_leaves_no_run_dir(
     assert "exitcode  : 2" in both                          # the rank's own exit status
     assert 'train_sasrec.py", line' not in both and "retrieval/" not in both   # no traceback of ours
     assert not (tmp_path / "run").exists()
+
+
+def test_sasrec_resume_under_torchrun_continues_like_single_process(runs, tmp_path):
+    """--resume with a raised epoch cap: the 2-process run continues from its checkpoint exactly
+    as the single-process run continues from its own."""
+    single, ddp, _ = runs["sasrec"]
+    a, b = tmp_path / "single", tmp_path / "ddp"
+    shutil.copytree(single, a)
+    shutil.copytree(ddp, b)
+    gin = tmp_path / "sasrec.gin"
+    gin.write_text(SASREC_GIN)
+    env = _env(tmp_path / "cache")
+    more = ["--gin_param", "ScorerTrainer.num_epochs=3", "--resume"]
+    _run([sys.executable, "scripts/train_sasrec.py", "--gin_file", str(gin), "--run_dir", str(a), *more], env)
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+          "scripts/train_sasrec.py", "--gin_file", str(gin), "--run_dir", str(b), *more], env)
+    ma, mb = _metrics(a), _metrics(b)
+    assert [m["epoch"] for m in ma] == [m["epoch"] for m in mb] == [1, 2, 3]
+    for ra, rb in zip(ma, mb):
+        assert ra["step"] == rb["step"] and _close(ra["loss"], rb["loss"]), (ra, rb)
+    ra = np.load(a / "per_user_ranks.npz", allow_pickle=False)
+    rb = np.load(b / "per_user_ranks.npz", allow_pickle=False)
+    for k in ra.files:
+        np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)

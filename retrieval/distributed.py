@@ -218,17 +218,23 @@ def finish(exit_code: int = 0) -> None:
         dist.barrier()
         dist.destroy_process_group()
     finally:
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        if sys.stdout is not sys.__stdout__:
-            try:
-                sys.stdout.close()
-            except OSError:
-                pass
-        os._exit(exit_code)
+        _flush_and_exit(exit_code)
+
+
+def _flush_and_exit(exit_code: int) -> None:
+    """Flush stdout/stderr (closing rank>0's /dev/null stdout), then os._exit: Python's own
+    cleanup is skipped, so nothing else would flush them."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    if sys.stdout is not sys.__stdout__:
+        try:
+            sys.stdout.close()
+        except OSError:
+            pass
+    os._exit(exit_code)
 
 
 def abort(exit_code: int) -> None:
@@ -240,9 +246,4 @@ def abort(exit_code: int) -> None:
         dist.destroy_process_group()
     except Exception:  # noqa: BLE001  (teardown after an error: leave in any case)
         pass
-    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
-    os._exit(exit_code)
+    _flush_and_exit(exit_code)

@@ -206,19 +206,17 @@ class HardNegativeSampler:
             ids = self._from_candidates(users, positives, pool, width, excluded)
         elif self.query == "sequence":
             # The last position of each user's rows holds the sequence's latest state.
-            distinct, first_reversed = np.unique(users[::-1], return_index=True)
-            last = len(users) - 1 - first_reversed                       # row of each user's last
-            owner = np.searchsorted(distinct, users)                      # (P,) -> its user's row
+            # Distinct users in sorted order, as BatchHistory numbers them (history.row).
+            last = len(users) - 1 - np.unique(users[::-1], return_index=True)[1]
             ids = self.index.search(queries[last], pool, exclude=lambda rows, got: excluded(
-                last[rows], got), max_excluded=bound).ids[owner]
+                last[rows], got), max_excluded=bound).ids[history.row]
         else:
             ids = self.index.search(queries, pool, exclude=excluded, max_excluded=bound).ids
         # ids: (P, pool), 0 = none
         # n of the pool, uniformly without replacement: the n largest of random keys; empty slots
         # (tiny catalogues) get key -1 so they are taken last.
         keys = np.where(ids > 0, self.rng.random(ids.shape), -1.0)
-        pick = np.argpartition(-keys, n - 1, axis=1)[:, :n] if n < keys.shape[1] else \
-            np.argsort(-keys, axis=1, kind="stable")[:, :n]
+        pick = np.argpartition(-keys, n - 1, axis=1)[:, :n]                # n <= pool columns
         out = np.take_along_axis(ids, pick, axis=1)
         if (out == 0).any():
             raise RecError(f"HardNegativeSampler found fewer than n={n} items outside a user's "
@@ -243,9 +241,7 @@ class HardNegativeSampler:
         keep = (cand > 0) & ~excluded(np.arange(len(positives)), cand)
         # As ItemIndex.search compacts: the first `pool` survivors, in rank order, then zeros.
         rank = np.cumsum(keep, axis=1) - 1
-        survivors = rank[:, -1] + 1
-        full = hist + 1 <= used - pool                # rows whose exclusions cannot starve the pool
-        long_rows = np.flatnonzero(~full & (survivors < pool))
+        long_rows = np.flatnonzero(rank[:, -1] + 1 < pool)               # too few survivors
         keep &= rank < pool
         r, c = np.nonzero(keep)
         ids = np.zeros((len(positives), pool), dtype=np.int64)

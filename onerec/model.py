@@ -14,7 +14,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from onerec.beam_search import BeamResult, constrained_beam_search
 from onerec.cached_decoder import CachedT5Decoder
 from onerec.prefix_trie import PrefixTrie
-from onerec.sequences import HistoryTokenizer, TokenBatch
+from onerec.sequences import HistoryTokenizer, TokenBatch, TrainingSamples
 from onerec.vocab import BOS, EOS, PAD, SidVocab
 from retrieval.batch import HistoryBatch
 from retrieval.errors import RecError
@@ -66,6 +66,10 @@ class OneRecModel(torch.nn.Module):
                           "num_user_tokens": self.vocab.num_user_tokens},
                 "max_items": self.tokenizer.max_items, "use_user_token": self.tokenizer.use_user_token,
                 "num_parameters": self.num_parameters()}
+
+    def training_samples(self, split) -> TrainingSamples:
+        """Every prefix of every training sequence (sliding windows), tokenized by this model."""
+        return TrainingSamples(split, tokenizer=self.tokenizer)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -11,7 +11,7 @@ from pathlib import Path
 import gin
 import torch
 
-from onerec.model import OneRecModel
+from onerec.generators import generator_kind, make_generator
 from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer, subsample
 from retrieval import distributed
 from retrieval.data.registry import load_split
@@ -70,13 +70,14 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
     evaluator = Evaluator()
     trainer = OneRecTrainer()
     set_seed(trainer.seed)                                 # model initialisation
-    model = OneRecModel(sids)
+    model = make_generator(sids)
+    cls = type(model).__name__
     if model.beam_width < max(evaluator.ks):
-        raise RecError(f"OneRecModel.beam_width={model.beam_width} is smaller than the largest cut-off "
-                       f"K={max(evaluator.ks)}; set OneRecModel.beam_width >= {max(evaluator.ks)}")
+        raise RecError(f"{cls}.beam_width={model.beam_width} is smaller than the largest cut-off "
+                       f"K={max(evaluator.ks)}; set {cls}.beam_width >= {max(evaluator.ks)}")
     if evaluator.num_generated > model.beam_width:
         raise RecError(f"Evaluator.num_generated={evaluator.num_generated} exceeds "
-                       f"OneRecModel.beam_width={model.beam_width}; make them equal")
+                       f"{cls}.beam_width={model.beam_width}; make them equal")
     chash = config_hash(json.dumps({
         "model": model.describe(), "trainer": trainer.describe(), "dataset": split.fingerprint,
         "semantic_ids": fingerprint(sids.codes)}, sort_keys=True, default=str))
@@ -105,7 +106,7 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
                          "levels": sids.levels, "codebook_size": sids.codebook_size,
                          "num_disambiguation": sids.num_disambiguation,
                          "fingerprint": fingerprint(sids.codes), **collision_stats(sids)},
-        "params": {**model.describe(), "beam_width": model.beam_width},
+        "params": {**model.describe(), "kind": generator_kind(model), "beam_width": model.beam_width},
         "training": {"steps": summary.steps, "epochs": summary.epochs_done,
                      "best_step": summary.best_step, "best_valid_subsample": summary.best_valid,
                      "stopped_by": summary.stopped_by, **trainer.describe(),

@@ -50,7 +50,7 @@ class Recommender:
     def __init__(self, onerec_run, scorer_run=None):
         import onerec.pipeline  # noqa: F401  (registers every configurable a OneRec run binds)
         import retrieval.data  # noqa: F401  (registers dataset sources)
-        from onerec.model import OneRecModel
+        from onerec.generators import make_generator
 
         self.onerec_run = Path(onerec_run)
         _check_run(self.onerec_run, "scripts/train_onerec.py")
@@ -75,7 +75,7 @@ class Recommender:
         sid_dir = Path(results["semantic_ids"]["dir"])
         sids = SemanticIds.load(sid_dir)
         sids.check_dataset(self.split.fingerprint, where=str(sid_dir))
-        self.model = OneRecModel(sids)
+        self.model = make_generator(sids)
         load_checkpoint(self.onerec_run / BEST, self.model, restore_rng=False)
         self.model.eval()
         self.scorer = None

@@ -93,7 +93,7 @@ class TrainingSamples:
     min_history: smallest number of history items a sample has (1: every item but each user's first).
     """
 
-    def __init__(self, split: SplitData, min_history: int = 1):
+    def __init__(self, split: SplitData, min_history: int = 1, tokenizer: "HistoryTokenizer | None" = None):
         off = split.train_offsets
         lengths = np.diff(off)
         n = np.maximum(lengths - min_history, 0)
@@ -103,6 +103,7 @@ class TrainingSamples:
         self.ends = first + within                                                     # (S,)
         self.starts = off[self.users]
         self.split = split
+        self.tokenizer = tokenizer
 
     def __len__(self) -> int:
         return len(self.users)
@@ -110,8 +111,13 @@ class TrainingSamples:
     def history_lengths(self) -> np.ndarray:
         return self.ends - self.starts
 
-    def batch(self, idx: np.ndarray, tokenizer: HistoryTokenizer) -> TokenBatch:
-        """Token batch of samples `idx`."""
+    def count(self, idx: np.ndarray) -> int:
+        """Supervised targets in samples `idx` (one each; the weight of their mean loss)."""
+        return len(idx)
+
+    def batch(self, idx: np.ndarray, tokenizer: HistoryTokenizer | None = None) -> TokenBatch:
+        """Token batch of samples `idx` (with `tokenizer`, or the one given at construction)."""
+        tokenizer = tokenizer or self.tokenizer
         items = self.split.train_items
         hist = gather_ranges(items, self.starts[idx], self.ends[idx], tokenizer.max_items)
         users = torch.from_numpy(self.users[idx])

@@ -1,4 +1,5 @@
-"""Teacher-forced training of the generator, with early stopping on validation NDCG@10 through the
+"""Teacher-forced training of a generator (any kind of onerec.generators: the model supplies its
+training samples and its loss), with early stopping on validation NDCG@10 through the
 shared evaluator, crash-safe checkpoints and exact resume.
 
 Reproducibility: an epoch's batch order is a pure function of (seed, epoch); a checkpoint stores the
@@ -26,8 +27,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from onerec.model import OneRecModel
-from onerec.sequences import TrainingSamples
 from retrieval import distributed
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
@@ -75,7 +74,8 @@ def lr_factor(step: int, warmup_steps: int, schedule: str, total_steps: int) -> 
 
 @gin.configurable
 class OneRecTrainer:
-    """AdamW + warm-up/decay + gradient clipping; evaluation every `eval_every_steps` optimizer steps
+    """AdamW + warm-up/decay + gradient clipping (warm-up: `warmup_epochs` of steps when > 0, else
+    `warmup_steps`); evaluation every `eval_every_steps` optimizer steps
     (0 = once per epoch) on a fixed-seed subsample of `eval_users` validation users (0 = all).
 
     Stops at the first of: max_epochs, max_steps, max_minutes of training time (summed over
@@ -85,7 +85,8 @@ class OneRecTrainer:
     """
 
     def __init__(self, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 1000, schedule: str = "inverse_sqrt", max_epochs: int = 200,
+                 warmup_steps: int = 1000, warmup_epochs: float = 0.0, schedule: str = "inverse_sqrt",
+                 max_epochs: int = 200,
                  max_steps: int = 0, max_minutes: float = 0.0, grad_clip: float = 1.0,
                  eval_every_steps: int = 0, eval_users: int = 2000, eval_seed: int = 0,
                  patience: int = 10, checkpoint_every_steps: int = 500, log_every_steps: int = 50,
@@ -93,6 +94,7 @@ class OneRecTrainer:
                  device: str | None = None, amp: bool = True):
         self.batch_size, self.lr, self.weight_decay = int(batch_size), float(lr), float(weight_decay)
         self.warmup_steps, self.schedule = int(warmup_steps), str(schedule)
+        self.warmup_epochs = float(warmup_epochs)
         self.max_epochs, self.max_steps, self.max_minutes = int(max_epochs), int(max_steps), float(max_minutes)
         self.grad_clip = float(grad_clip)
         self.eval_every_steps, self.eval_users, self.eval_seed = int(eval_every_steps), int(eval_users), int(eval_seed)
@@ -108,13 +110,14 @@ class OneRecTrainer:
         return {k: getattr(self, k) for k in (
             "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "grad_clip",
             "eval_every_steps", "eval_users", "eval_seed", "patience", "bucket_batches", "seed")} | (
+            {"warmup_epochs": self.warmup_epochs} if self.warmup_epochs > 0 else {}) | (
             {"max_epochs": self.max_epochs, "max_steps": self.max_steps}
             if self.schedule == "cosine" else {})
 
     def eval_subsample(self, num_users: int) -> np.ndarray:
         return subsample(num_users, self.eval_users, self.eval_seed)
 
-    def fit(self, model: OneRecModel, split: SplitData, run_dir: Path, config_hash: str,
+    def fit(self, model: torch.nn.Module, split: SplitData, run_dir: Path, config_hash: str,
             evaluator: Evaluator, resume: bool = False,
             on_step: Callable[[int], None] | None = None) -> TrainSummary:
         """Train `model` in place; on return it holds the last weights (best ones are in run_dir)."""
@@ -122,17 +125,19 @@ class OneRecTrainer:
         main = distributed.is_main()                         # the one process that writes files
         if main:
             remove_stale_temps(run_dir)                      # left by a process killed mid-write
-        samples = TrainingSamples(split)
+        samples = model.training_samples(split)              # windows (causal) or prefixes (tiger)
         if len(samples) == 0:
             raise RecError(f"dataset {split.name!r} has no training samples (every training sequence "
                            "has a single item); use a dataset with longer sequences")
         steps_per_epoch = math.ceil(len(samples) / self.batch_size)
         total = self.max_steps or self.max_epochs * steps_per_epoch
+        warmup = (round(self.warmup_epochs * steps_per_epoch) if self.warmup_epochs > 0
+                  else self.warmup_steps)
         model.to(self.device)
         runner = distributed.wrap(model)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, self.warmup_steps, self.schedule, total))
+            opt, lambda s: lr_factor(s, warmup, self.schedule, total))
         stopper = EarlyStopping(patience=self.patience)
         log = MetricsLog(run_dir / "metrics.jsonl" if main else None)
         epoch, pos, step, elapsed, last_eval = 0, 0, 0, 0.0, -1
@@ -178,12 +183,12 @@ class OneRecTrainer:
             batches = samples.epoch_batches(self.batch_size, self.seed, epoch, self.bucket_batches)
             while pos < len(batches):
                 rows = distributed.shard(batches[pos])          # this rank's part of the global batch
-                weight = distributed.loss_weight(len(rows), len(batches[pos]))
+                weight = distributed.loss_weight(samples.count(rows), samples.count(batches[pos]))
                 if len(rows) == 0:                              # keep in step with the other ranks
                     rows, weight = batches[pos][:1], 0.0
-                batch = samples.batch(rows, model.tokenizer).to(self.device)
+                batch = samples.batch(rows).to(self.device)
                 with autocast(self.device, self.amp):
-                    loss = runner(lambda m, b: m(b), batch)     # mean CE over this rank's samples
+                    loss = runner(lambda m, b: m(b), batch)     # mean loss over this rank's targets
                 if not torch.isfinite(loss):
                     raise RecError(f"training loss is {loss.item()} at step {step + 1} (epoch {epoch}, "
                                    f"batch {pos}); lower OneRecTrainer.lr or raise warmup_steps")
@@ -201,7 +206,8 @@ class OneRecTrainer:
                 step, pos = step + 1, pos + 1
                 bar.update(1)
                 if weight:
-                    window_loss, window_n = window_loss + loss.item() * len(rows), window_n + len(rows)
+                    n = samples.count(rows)
+                    window_loss, window_n = window_loss + loss.item() * n, window_n + n
                 if step % self.log_every_steps == 0:
                     window_loss, window_n = distributed.all_reduce_sum([window_loss, window_n])
                     now = time.perf_counter()

@@ -142,7 +142,7 @@ def synthetic_sids(tmp_path):
 
 def _script(run_dir, sids_dir, *params, resume=False):
     cmd = [sys.executable, str(REPO / "scripts/train_onerec.py"),
-           "--gin_file", "configs/synthetic/onerec.gin", "--run_dir", str(run_dir),
+           "--gin_file", "configs/synthetic/onerec-tiger.gin", "--run_dir", str(run_dir),
            "--gin_param", f"train_onerec.semantic_ids_dir = '{sids_dir}'",
            "--gin_param", "OneRecModel.d_model = 16", "--gin_param", "OneRecModel.d_ff = 32",
            "--gin_param", "OneRecModel.num_heads = 2", "--gin_param", "OneRecModel.d_kv = 8",
@@ -209,19 +209,21 @@ def test_script_refuses_a_beam_narrower_than_k(tmp_path, synthetic_sids):
 
 
 @pytest.mark.parametrize("dataset", ["amazon-beauty", "ml-latest-small", "ml-25m", "synthetic"])
-def test_frozen_configs_parse_and_keep_the_protocol(dataset, monkeypatch):
+@pytest.mark.parametrize("config,kind", [("onerec", "causal"), ("onerec-tiger", "tiger")])
+def test_frozen_configs_parse_and_keep_the_protocol(dataset, config, kind, monkeypatch):
     import onerec.pipeline  # noqa: F401  (registers the configurables)
     from retrieval.evaluation import Evaluator as Ev
-    from onerec.model import OneRecModel
+    from onerec.generators import generator_kind, make_generator
     monkeypatch.chdir(REPO)
     gin.clear_config()
-    gin.parse_config_file(f"configs/{dataset}/onerec.gin")
+    gin.parse_config_file(f"configs/{dataset}/{config}.gin")
     try:
         ev = Ev()
         assert ev.ks == (5, 10, 20, 50) and ev.num_generated == 50 and ev.exclude_history
-        assert gin.query_parameter("OneRecModel.beam_width") == 50
+        assert gin.query_parameter("make_generator.kind") == kind
         assert gin.query_parameter("load_split.name") == dataset
-        model = OneRecModel(random_sids(20, levels=3, codebook_size=4))
-        assert model.beam_width >= max(ev.ks)
+        model = make_generator(random_sids(20, levels=3, codebook_size=4))
+        assert generator_kind(model) == kind
+        assert model.beam_width == 50 and model.exclude_history
     finally:
         gin.clear_config()

@@ -119,7 +119,7 @@ class CausalSidGenerator(nn.Module):
     def __init__(self, sids: SemanticIds, d_model: int = 128, num_layers: int = 2, num_heads: int = 2,
                  ffn_mult: int = 4, dropout: float = 0.2, max_len: int = 50, head_hidden: int = 256,
                  label_smoothing: float = 0.0, trie_softmax: bool = True, beam_width: int = 50,
-                 exclude_history: bool = True):
+                 exclude_history: bool = True, item_id_input: bool = False):
         super().__init__()
         if d_model < 1 or num_heads < 1 or d_model % num_heads:
             raise RecError(f"CausalSidGenerator.d_model={d_model} must be a positive multiple of "
@@ -148,6 +148,7 @@ class CausalSidGenerator(nn.Module):
         self.blocks = nn.ModuleList(CausalBlock(d_model, num_heads, ffn_mult, dropout)
                                     for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model)
+        self.item_emb = nn.Embedding(self.num_items + 1, d_model, padding_idx=0) if item_id_input else None
         self.head = SidHead(self.vocab, self.trie, d_model, head_hidden, dropout, trie_softmax)
         self.apply(_init_weights)
 
@@ -176,6 +177,8 @@ class CausalSidGenerator(nn.Module):
         items = items[:, first:]                                           # (B, T)
         B, T = items.shape
         x = self.code_emb(self.item_tokens[items]).sum(-2)                # (B, T, d); item 0 -> 0
+        if self.item_emb is not None:
+            x = x + self.item_emb(items)
         x = x + self.pos_emb.weight[self.max_len - T:]                     # right-aligned positions
         x = self.emb_drop(self.emb_norm(x))
         valid = items > 0

@@ -39,6 +39,19 @@ def _trainer(**kw):
     return OneRecTrainer(**args)
 
 
+def _model(kind, sids, seed=0, beam_width=10):
+    """A tiny generator of either kind (dropout on, so resume must restore the RNG)."""
+    if kind == "tiger":
+        return tiny_model(sids, seed=seed, beam_width=beam_width)
+    from onerec.causal_generator import CausalSidGenerator
+    torch.manual_seed(seed)
+    return CausalSidGenerator(sids, d_model=16, num_layers=1, num_heads=2, head_hidden=16,
+                              dropout=0.1, max_len=6, beam_width=beam_width)
+
+
+KINDS = pytest.mark.parametrize("kind", ["causal", "tiger"])
+
+
 def _evaluator():
     return Evaluator(ks=(5, 10), num_generated=10, batch_size=8, progress=False)
 
@@ -53,11 +66,13 @@ def test_lr_schedule_by_hand():
         lr_factor(5, 4, "linear", 10)
 
 
-def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
+@KINDS
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, kind):
     split = _toy_split()
     sids = random_sids(30, levels=2, codebook_size=4, seed=1)
+    epochs = 2 if kind == "tiger" else 6           # causal: one window per user, 2 steps an epoch
     full = tmp_path / "full"
-    _trainer().fit(tiny_model(sids, seed=3, beam_width=10), split, full, "h", _evaluator())
+    _trainer(max_epochs=epochs).fit(_model(kind, sids, seed=3), split, full, "h", _evaluator())
 
     crashed = tmp_path / "crashed"
 
@@ -66,11 +81,9 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _trainer().fit(tiny_model(sids, seed=3, beam_width=10), split, crashed, "h", _evaluator(),
-                       on_step=crash)
+        _trainer(max_epochs=epochs).fit(_model(kind, sids, seed=3), split, crashed, "h", _evaluator(), on_step=crash)
     assert json.loads((crashed / "checkpoints/last.json").read_text())["state"]["step"] == 6
-    _trainer().fit(tiny_model(sids, seed=99, beam_width=10), split, crashed, "h", _evaluator(),
-                   resume=True)
+    _trainer(max_epochs=epochs).fit(_model(kind, sids, seed=99), split, crashed, "h", _evaluator(), resume=True)
     for name in ("last", "best"):
         a = load_file(str(full / f"checkpoints/{name}.safetensors"))
         b = load_file(str(crashed / f"checkpoints/{name}.safetensors"))
@@ -107,11 +120,12 @@ def test_model_decodes_what_teacher_forcing_taught_it():
     assert torch.equal(top[:, 0], batch.targets)
 
 
-def test_nan_loss_names_the_step(tmp_path):
+@KINDS
+def test_nan_loss_names_the_step(tmp_path, kind):
     split = _toy_split()
-    model = tiny_model(random_sids(30, levels=2, codebook_size=4), beam_width=10)
+    model = _model(kind, random_sids(30, levels=2, codebook_size=4))
     with torch.no_grad():
-        model.t5.shared.weight.fill_(float("nan"))
+        (model.t5.shared.weight if kind == "tiger" else model.code_emb.weight).fill_(float("nan"))
     with pytest.raises(RecError, match=r"training loss is nan at step 1 \(epoch 0, batch 0\)"):
         _trainer().fit(model, split, tmp_path / "run", "h", _evaluator())
 

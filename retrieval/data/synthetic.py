@@ -1,7 +1,7 @@
 """A built-in synthetic dataset: no files, no network, with the structure real data has.
 
-Items belong to topics (genres) and get titles built from a topic vocabulary, so text embeddings
-carry signal. Popularity is Zipfian within each topic. Each user has 1-3 interest topics; a next
+Items belong to topics (genres, named in plain words: "jazz music", "astronomy", ...) and get
+titles that name their topic plus words of a topic vocabulary, so text embeddings carry signal. Popularity is Zipfian within each topic. Each user has 1-3 interest topics; a next
 item is, with probability `p_sequential`, the successor of the current item in its topic's chain
 (sequential structure a sequence model can learn and popularity cannot), otherwise a popular item
 of one of the user's topics. Timestamps grow by exponential gaps.
@@ -14,6 +14,12 @@ import numpy as np
 
 _SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "sel", "dun", "pra", "zo", "qui", "mar",
               "bel", "cor", "fen", "gal", "hor", "jin", "lux", "nor", "pel", "ros", "tas", "vir"]
+# Topic names in plain words, so a text encoder sees what a topic is about (as it does on real
+# catalogues) and semantic IDs can carry the topic structure the interactions follow.
+_TOPICS = ["jazz music", "horror films", "gardening", "astronomy", "italian cooking", "chess",
+           "football", "poetry", "photography", "knitting", "robotics", "wine tasting",
+           "mountain hiking", "ancient history", "yoga", "sailing", "comic books", "birdwatching",
+           "pottery", "computer security", "opera", "skateboarding", "beekeeping", "origami"]
 _GENERIC = ["the", "of", "new", "classic", "deluxe", "mini", "big", "little", "edition", "ii",
             "return", "collection", "original", "best", "pure", "night", "day", "gold", "blue"]
 
@@ -36,14 +42,15 @@ def generate(num_users: int = 2000, num_items: int = 1000, mean_length: float = 
     rng = np.random.default_rng(seed)
     topic = rng.integers(0, num_topics, size=num_items)
     topic[:num_topics] = np.arange(num_topics)[: min(num_topics, num_items)]  # no empty topic
-    topic_names = [f"genre{t:02d}" for t in range(num_topics)]
+    topic_names = [_TOPICS[t] if num_topics <= len(_TOPICS) else f"genre{t:02d}"
+                   for t in range(num_topics)]
 
     # Titles: two topic words + one generic word, plus a running number to keep them distinct.
     vocab = _topic_words(num_topics, 12, rng)
     w1 = rng.integers(0, 12, size=num_items)
     w2 = rng.integers(0, 12, size=num_items)
     g = rng.integers(0, len(_GENERIC), size=num_items)
-    titles = np.array([f"{vocab[t][a].title()} {_GENERIC[c]} {vocab[t][b]} {i + 1}"
+    titles = np.array([f"{topic_names[t].title()}: {vocab[t][a].title()} {_GENERIC[c]} {vocab[t][b]} {i + 1}"
                        for i, (t, a, b, c) in enumerate(zip(topic, w1, w2, g))], dtype=object)
     second = rng.integers(0, num_topics, size=num_items)
     has_second = rng.random(num_items) < 0.3

@@ -6,6 +6,7 @@ item is, with probability `p_sequential`, the successor of the current item in i
 (sequential structure a sequence model can learn and popularity cannot), otherwise a popular item
 of one of the user's topics. Timestamps grow by exponential gaps.
 
+A user consumes an item at most once (later repeats are dropped, see the end of `generate`).
 Generation is vectorised across users (one loop over sequence positions), so ML-25M sizes work.
 """
 from __future__ import annotations
@@ -105,5 +106,12 @@ def generate(num_users: int = 2000, num_items: int = 1000, mean_length: float = 
         items[offsets[active] + step] = current[active]
         times[offsets[active] + step] = clock[active]
     user = np.repeat(np.arange(num_users), lengths)
+    # Each user consumes an item once (as in the Amazon and MovieLens data): later repeats are
+    # dropped. With repeats, a test target can be an item of the user's own history, which the
+    # full-ranking protocol (history excluded, the target kept) lets a scorer rank but a
+    # generator that excludes its history never returns: a protocol artefact, not a skill.
+    _, first = np.unique(user.astype(np.int64) * num_items + items, return_index=True)
+    keep = np.sort(first)
+    user, items, times = user[keep], items[keep], times[keep]
     return {"user": user, "item": items + 1, "timestamp": times,
             "title": titles, "genres": genres, "topic": topic}

@@ -58,8 +58,9 @@ class SidHead(nn.Module):
     """Level-by-level distribution of the next item's codes given a trunk state (module docstring)."""
 
     def __init__(self, vocab: SidVocab, trie: PrefixTrie, dim: int, hidden: int, dropout: float,
-                 trie_softmax: bool = True):
+                 trie_softmax: bool = True, temperature: float = 0.0):
         super().__init__()
+        self.temperature = temperature          # > 0: cosine logits / temperature, else dot
         self.vocab, self.hidden, self.trie, self.trie_softmax = vocab, hidden, trie, trie_softmax
         n = vocab.id_length
         self.state = nn.Linear(dim, n * hidden)                       # A_l for every level at once
@@ -88,7 +89,10 @@ class SidHead(nn.Module):
         lo = int(self.vocab.offsets[level])
         hi = lo + int(self.vocab.widths[level])
         z = self.drop(F.gelu(self.norm(acc_l))) @ self.out[level]      # (R, d)
-        logits = (z @ code_emb[lo:hi].T + self.bias[lo:hi]).float()
+        c = code_emb[lo:hi]
+        if self.temperature > 0:
+            z, c = F.normalize(z, dim=-1) / self.temperature, F.normalize(c, dim=-1)
+        logits = (z @ c.T + self.bias[lo:hi]).float()
         if self.trie_softmax:
             valid = self.trie.step_children(level)[node.clamp(min=0)] >= 0   # (R, width_l)
             logits = logits.masked_fill(~valid, -torch.inf)
@@ -112,14 +116,18 @@ class CausalSidGenerator(nn.Module):
     read (and the training window length). head_hidden: width of the semantic-ID head.
     label_smoothing: on every level's cross-entropy. trie_softmax: normalise every level over the
     codes that lead to some item (the prefix trie's children), in training and decoding, so the
-    model is a distribution over real items; False = over the whole codebook. beam_width: beams in `generate` (>= the
+    model is a distribution over real items; False = over the whole codebook. head_temperature:
+    > 0 scores codes by cosine / temperature (as the scorers' cosine head), 0 = dot product.
+    item_id_input: also add a per-item embedding to the input (a diagnostic: items are then no
+    longer only their codes, and a new item is not representable without retraining). beam_width: beams in `generate` (>= the
     largest K asked for). exclude_history: never return an item of the input history.
     """
 
     def __init__(self, sids: SemanticIds, d_model: int = 128, num_layers: int = 2, num_heads: int = 2,
                  ffn_mult: int = 4, dropout: float = 0.2, max_len: int = 50, head_hidden: int = 256,
                  label_smoothing: float = 0.0, trie_softmax: bool = True, beam_width: int = 50,
-                 exclude_history: bool = True, item_id_input: bool = False):
+                 exclude_history: bool = True, item_id_input: bool = False,
+                 head_temperature: float = 0.0):
         super().__init__()
         if d_model < 1 or num_heads < 1 or d_model % num_heads:
             raise RecError(f"CausalSidGenerator.d_model={d_model} must be a positive multiple of "
@@ -149,7 +157,8 @@ class CausalSidGenerator(nn.Module):
                                     for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model)
         self.item_emb = nn.Embedding(self.num_items + 1, d_model, padding_idx=0) if item_id_input else None
-        self.head = SidHead(self.vocab, self.trie, d_model, head_hidden, dropout, trie_softmax)
+        self.head = SidHead(self.vocab, self.trie, d_model, head_hidden, dropout, trie_softmax,
+                            float(head_temperature))
         self.apply(_init_weights)
 
     # -- what the trainer and the pipeline ask of every generator -----------------------------
@@ -157,6 +166,7 @@ class CausalSidGenerator(nn.Module):
         """What a checkpoint must agree on: sizes, vocabulary layout, decoding rules."""
         return {"kind": "causal", **self.sizes, "max_len": self.max_len,
                 "label_smoothing": self.label_smoothing, "trie_softmax": self.head.trie_softmax,
+                "head_temperature": self.head.temperature, "item_id_input": self.item_emb is not None,
                 "vocab": {"levels": self.vocab.levels, "codebook_size": self.vocab.codebook_size,
                           "num_disambiguation": self.vocab.num_disambiguation},
                 "num_parameters": self.num_parameters()}

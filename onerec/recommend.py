@@ -72,7 +72,13 @@ class Recommender:
             raise RecError(f"cannot read run config {files}: {' '.join(str(e).split())}") from None
         self.split = load_split()
         results = read_json(self.onerec_run / "results.json")
-        sid_dir = Path(results["semantic_ids"]["dir"])
+        entry = results.get("semantic_ids") if isinstance(results, dict) else None
+        sid_dir = entry.get("dir") if isinstance(entry, dict) else None
+        if not isinstance(sid_dir, str):
+            raise RecError(f"{self.onerec_run / 'results.json'} does not name the semantic-ID run the "
+                           "model was trained on (no semantic_ids.dir); it is not a complete "
+                           "scripts/train_onerec.py run, re-run it")
+        sid_dir = Path(sid_dir)
         sids = SemanticIds.load(sid_dir)
         sids.check_dataset(self.split.fingerprint, where=str(sid_dir))
         self.model = make_generator(sids)

@@ -92,6 +92,10 @@ class OneRecTrainer:
                  patience: int = 10, checkpoint_every_steps: int = 500, log_every_steps: int = 50,
                  bucket_batches: int = 50, seed: int = 42, progress: bool = True,
                  device: str | None = None, amp: bool = True):
+        from retrieval import gin_values             # a wrong type or range names its binding
+        batch_size = gin_values.integer("OneRecTrainer.batch_size", batch_size)
+        lr = gin_values.positive_number("OneRecTrainer.lr", lr)
+        eval_users = gin_values.integer("OneRecTrainer.eval_users", eval_users, minimum=0)   # 0 = all
         self.batch_size, self.lr, self.weight_decay = int(batch_size), float(lr), float(weight_decay)
         self.warmup_steps, self.schedule = int(warmup_steps), str(schedule)
         self.warmup_epochs = float(warmup_epochs)

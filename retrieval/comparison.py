@@ -126,7 +126,7 @@ def _run_one(spec: RunSpec, root: Path, sid_dirs: dict, tag: str, env: dict | No
         return 0.0
     if spec.kind == "generative":
         spec = RunSpec(spec.model, spec.kind, spec.script, spec.gin_files, spec.seed,
-                       spec.params + (f"train_onerec.semantic_ids_dir='{sid_dirs[spec.seed]}'",))
+                       spec.params + (f"train_onerec.semantic_ids_dir={str(sid_dirs[spec.seed])!r}",))
     log_path = root / "logs" / f"{spec.model}-seed{spec.seed}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log(f"{tag}: running {spec.script} -> {rd}")

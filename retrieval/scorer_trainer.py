@@ -30,15 +30,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from retrieval import distributed
+from retrieval import distributed, gin_values
 from retrieval.auxiliary_losses import AuxiliaryLosses
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
-from retrieval.io import atomic_write, read_json, remove_stale_temps, write_text
+from retrieval.io import atomic_write, remove_stale_temps, write_text
 from retrieval.losses import ScorerLoss
 from retrieval.negatives import NegativeSampler
-from retrieval.training import EarlyStopping, MetricsLog, autocast, load_checkpoint, save_checkpoint
+from retrieval.training import (EarlyStopping, MetricsLog, autocast, load_checkpoint, read_checkpoint_json,
+                                save_checkpoint)
 
 SELECT = ("full", "ndcg@10")          # model selection metric: validation, full ranking
 
@@ -115,10 +116,11 @@ class TrainingSequences:
 class ScorerTrainer:
     """num_epochs: most epochs. eval_every: validate every E epochs. patience: validations without
     improvement before stopping. eval_users: validate on a fixed random subsample of this many users
-    (None = all; the final valid/test numbers always use all users). grad_clip: max global grad norm
-    (None = off). amp: bf16 autocast on CUDA (CPU runs in float32). bucket_batches: length-bucketing
-    window in batches (0 = plain random batches), see TrainingSequences.batches. num_threads: torch
-    CPU threads (None = torch's default; 1 is fastest on a shared, oversubscribed box).
+    (None or 0 = all, as OneRecTrainer.eval_users; negative is refused; the final valid/test numbers
+    always use all users). grad_clip: max global grad norm (None = off). amp: bf16 autocast on CUDA
+    (CPU runs in float32). bucket_batches: length-bucketing window in batches (0 = plain random
+    batches), see TrainingSequences.batches. num_threads: torch CPU threads (None = torch's
+    default; 1 is fastest on a shared, oversubscribed box).
     """
 
     def __init__(self, num_epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
@@ -126,10 +128,13 @@ class ScorerTrainer:
                  eval_every: int = 1, patience: int = 10, eval_users: int | None = None,
                  seed: int = 42, device: str | None = None, amp: bool = True, progress: bool = True,
                  bucket_batches: int = 64, num_threads: int | None = None):
-        if num_epochs < 1 or batch_size < 1 or eval_every < 1 or patience < 1:
-            raise RecError("ScorerTrainer.num_epochs, batch_size, eval_every and patience must be >= 1")
-        if lr <= 0:
-            raise RecError(f"ScorerTrainer.lr = {lr} must be > 0")
+        num_epochs, batch_size, eval_every, patience = (
+            gin_values.integer(f"ScorerTrainer.{k}", v) for k, v in (
+                ("num_epochs", num_epochs), ("batch_size", batch_size), ("eval_every", eval_every),
+                ("patience", patience)))
+        lr = gin_values.positive_number("ScorerTrainer.lr", lr)
+        if eval_users is not None:              # 0 = all users, as OneRecTrainer.eval_users
+            eval_users = gin_values.integer("ScorerTrainer.eval_users", eval_users, minimum=0) or None
         self.num_epochs, self.batch_size, self.lr = num_epochs, batch_size, lr
         self.weight_decay, self.betas, self.grad_clip = weight_decay, tuple(betas), grad_clip
         self.eval_every, self.patience, self.eval_users = eval_every, patience, eval_users
@@ -273,6 +278,9 @@ class ScorerTrainer:
         stopper = EarlyStopping(patience=self.patience)
         epoch, step, epoch_times, epoch_cpu = 0, 0, [], []
 
+        if resume and not last.with_suffix(".json").is_file():
+            raise RecError(f"--resume given but {last.with_suffix('.json')} does not exist; drop "
+                           "--resume to start a new run")
         if last.with_suffix(".json").is_file():
             if not resume:
                 raise RecError(f"{run_dir} already holds a checkpoint; pass --resume to continue it "
@@ -405,7 +413,7 @@ def _negatives(sampler, gtb: TrainBatch, sel: np.ndarray, n: int, hidden: torch.
 
 def check_signature(path: Path, expected: dict) -> None:
     """Refuse a checkpoint made for another variant, model shape, loss or dataset, naming the field."""
-    got = read_json(path).get("state", {}).get("signature")
+    got = read_checkpoint_json(path).get("state", {}).get("signature")
     if got is None:
         raise RecError(f"{path}: not a scorer checkpoint (no signature); use a fresh --run_dir")
     if got.get("variant") != expected["variant"]:

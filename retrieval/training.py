@@ -105,12 +105,29 @@ def _rng_state() -> dict:
             "torch": torch.get_rng_state().tolist()}
 
 
-def _set_rng_state(s: dict) -> None:
+def _set_rng_state(s: dict, where: Path) -> None:
     import ast
-    random.setstate(ast.literal_eval(s["python"]))
-    n = s["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
-    torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
+    try:
+        random.setstate(ast.literal_eval(s["python"]))
+        n = s["numpy"]
+        np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+        torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
+    except (KeyError, TypeError, ValueError, SyntaxError, RuntimeError, OverflowError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise RecError(f"{where}: the RNG state is damaged ({type(e).__name__}: {first}); the run "
+                       "cannot be resumed exactly: restore the file or start a fresh --run_dir") from None
+
+
+def read_checkpoint_json(path: Path) -> dict:
+    """A checkpoint's JSON, checked to be an object with an object `state` and `rng`."""
+    meta = read_json(path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("state", {}), dict) \
+            or not isinstance(meta.get("rng", {}), dict):
+        found = ({type(None): "null", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+                  float: "a number"}.get(type(meta), "an object with a damaged 'state' or 'rng'"))
+        raise RecError(f"{path}: not a checkpoint (expected a JSON object, found {found}); the file is "
+                       "damaged: restore it or start a fresh --run_dir")
+    return meta
 
 
 def save_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, scheduler=None,
@@ -178,7 +195,7 @@ def load_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, sch
                     config_hash: str | None = None, restore_rng: bool = True) -> dict:
     """Restore what save_checkpoint wrote; returns the extra `state` dict."""
     path_stem = Path(path_stem)
-    meta = read_json(path_stem.with_suffix(".json"))
+    meta = read_checkpoint_json(path_stem.with_suffix(".json"))
     if config_hash is not None and meta.get("config_hash") not in ("", config_hash):
         raise RecError(f"{path_stem}.json: checkpoint was made with another configuration "
                        f"(hash {meta.get('config_hash')} != {config_hash}); use a fresh --run_dir")
@@ -195,7 +212,7 @@ def load_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, sch
     if scheduler is not None and "scheduler" in meta:
         scheduler.load_state_dict(meta["scheduler"])
     if restore_rng:
-        _set_rng_state(meta["rng"])
+        _set_rng_state(meta.get("rng", {}), path_stem.with_suffix(".json"))
     return meta.get("state", {})
 
 

@@ -189,6 +189,14 @@ def load_npy(path: str | None, num_items: int) -> np.ndarray:
         x = np.load(p, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise RecError(f"{p}: not a readable numeric .npy ({e}); save it with numpy.save") from None
+    if not isinstance(x, np.ndarray):                  # np.load opens a .npz as an archive
+        names = ", ".join(x.files)
+        x.close()
+        raise RecError(f"{p}: a .npz archive (arrays: {names}), not a .npy matrix; set "
+                       "item_embeddings.npy_path to one (N, d) matrix saved with numpy.save")
+    if x.ndim == 2 and x.shape[1] == 0:
+        raise RecError(f"{p}: shape {x.shape} has no embedding columns; expected a ({num_items}, d) "
+                       "matrix with d >= 1")
     if x.ndim != 2 or x.shape[0] not in (num_items, num_items + 1) or not np.issubdtype(x.dtype, np.number):
         raise RecError(f"{p}: shape {x.shape} {x.dtype}; expected a numeric ({num_items}, d) matrix "
                        f"(row i-1 = item i) or ({num_items + 1}, d) with row 0 = padding")

@@ -12,6 +12,7 @@ from typing import Protocol
 import gin
 import numpy as np
 
+from retrieval import gin_values
 from retrieval.errors import RecError
 from rqvae.residual_kmeans import BalancedRQKMeans, RQKMeans
 from rqvae.rqvae_model import RQVAETokenizer
@@ -39,10 +40,10 @@ def make_tokenizer(name: str = "rqvae", levels: int = 3, codebook_size: int = 25
     bound on its class in gin (e.g. RQVAETokenizer.steps)."""
     if name not in TOKENIZERS:
         raise RecError(f"make_tokenizer.name = {name!r} is unknown; choose one of: {', '.join(TOKENIZERS)}")
-    if int(levels) < 1 or int(codebook_size) < 2:
-        raise RecError(f"make_tokenizer: need levels >= 1 and codebook_size >= 2, got "
-                       f"levels={levels}, codebook_size={codebook_size}")
-    return TOKENIZERS[name](levels=int(levels), codebook_size=int(codebook_size), seed=int(seed))
+    levels = gin_values.integer("make_tokenizer.levels", levels)
+    codebook_size = gin_values.integer("make_tokenizer.codebook_size", codebook_size, minimum=2)
+    seed = gin_values.integer("make_tokenizer.seed", seed, minimum=0)
+    return TOKENIZERS[name](levels=levels, codebook_size=codebook_size, seed=seed)
 
 
 def reconstruction_metrics(x: np.ndarray, recon: np.ndarray) -> dict:

@@ -10,6 +10,7 @@ runs them all once and prints each case with the exact message its script printe
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -26,7 +27,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 ML_SMALL = REPO.parent / "shared" / "data" / "movielens-latest-small"   # the real files, for copies
 
-SYN = ["SyntheticSource.num_users=60", "SyntheticSource.num_items=40", "SyntheticSource.mean_length=8.0"]
+# 4 topics: since synthetic users consume an item at most once (commit 1a1844b), 60 users x 40 items
+# with the default 20 topics leave nobody after the 5-core; 4 topics keep ~250 interactions.
+SYN = ["SyntheticSource.num_users=60", "SyntheticSource.num_items=40", "SyntheticSource.mean_length=8.0",
+       "SyntheticSource.num_topics=4"]
 # The tiny MovieLens-format copy (see write_tiny_movielens) instead of the real data.
 ML_DATA = ["load_split.name='ml-latest-small'", "MovieLensLatestSmallSource.num_tags=0"]
 SCORER_TINY = ["ScorerTrainer.num_epochs=2", "ScorerTrainer.eval_every=1", "ScorerTrainer.batch_size=16",
@@ -101,6 +105,8 @@ class World:
     onerec: Path                 # finished OneRec run on the tiny MovieLens copy
     scorer: Path                 # finished SASRec run on tiny synthetic data
     batch: dict[str, Path]
+    gin: dict[str, Path]         # broken gin files
+    emb: dict[str, Path]         # broken item_embeddings npy files
 
 
 def _check(proc: subprocess.CompletedProcess, what: str) -> None:
@@ -158,7 +164,23 @@ def build_world(root: Path) -> World:
     batch = {"empty_history": b / "empty.jsonl", "not_json": b / "bad.jsonl"}
     batch["empty_history"].write_text(json.dumps({"items": []}) + "\n")
     batch["not_json"].write_text('{"items": ["1"]}\n{"items": [1, 2\n')
-    return World(root, cache, text, ml, sid_ml, onerec, scorer, batch)
+    for name, line in (("good", {"items": ["1"]}), ("items_number", {"items": 5}),
+                       ("titles_numbers", {"titles": [1]}), ("items_string", {"items": "123"})):
+        batch[name] = b / f"{name}.jsonl"
+        batch[name].write_text(json.dumps(line) + "\n")
+    batch["latin1"] = b / "latin1.jsonl"
+    batch["latin1"].write_bytes('{"titles": ["Amélie (2001)"]}\n'.encode("latin-1"))
+
+    g = root / "gin"
+    g.mkdir()
+    gin_files = {"missing_include": g / "missing-include.gin"}
+    gin_files["missing_include"].write_text("include 'configs/synthetic/nope.gin'\n")
+    e = root / "emb"
+    e.mkdir()
+    emb = {"npz": e / "emb.npz", "no_columns": e / "no-columns.npy"}
+    np.savez(emb["npz"], x=np.zeros((33, 4), dtype=np.float32))
+    np.save(emb["no_columns"], np.zeros((33, 0), dtype=np.float32))
+    return World(root, cache, text, ml, sid_ml, onerec, scorer, batch, gin_files, emb)
 
 
 def _rewrite_header(path: Path, old: str, new: str) -> None:
@@ -282,6 +304,46 @@ def _onerec_damaged_sid(*params: str):
     return lambda w, rd: onerec_args(ml_params(w), rd.parent / f"sid-{rd.name}", rd, *params)
 
 
+def _write_json_file(name: str, value) -> Callable[[Path], None]:
+    def damage(ck: Path) -> None:
+        (ck / name).write_text(json.dumps(value))
+    return damage
+
+
+def _edit_rng(ck: Path) -> None:
+    p = ck / "last.json"
+    meta = json.loads(p.read_text())
+    meta["rng"]["python"] = "(3, (1, 2, 3"                 # cut mid-tuple: not a Python literal
+    p.write_text(json.dumps(meta))
+
+
+def _file_at(w: World, rd: Path) -> None:
+    """prepare(): a plain file where the run directory should be."""
+    rd.parent.mkdir(parents=True, exist_ok=True)
+    rd.write_text("not a folder\n")
+
+
+_HELD: list[int] = []         # lock files held by this (test) process for the rest of the session
+
+
+def _locked_by_another_writer(w: World, rd: Path) -> None:
+    """prepare(): run_dir exists and another process (this one) holds its lock, as a running
+    script does (retrieval/run_lock.py)."""
+    rd.mkdir(parents=True)
+    fd = os.open(rd / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242\n")
+    _HELD.append(fd)
+
+
+def _onerec_run_without_sid_entry(w: World, rd: Path) -> None:
+    """prepare(): a copy of the finished OneRec run whose results.json lacks 'semantic_ids'."""
+    shutil.copytree(w.onerec, rd)
+    res = json.loads((rd / "results.json").read_text())
+    res.pop("semantic_ids", None)
+    (rd / "results.json").write_text(json.dumps(res))
+
+
 def _json_edit(edit: Callable[[dict], dict]):
     def damage(d: Path) -> None:
         p = d / "semantic_ids.json"
@@ -327,7 +389,7 @@ CASES: list[Case] = [
     Case("gin-zero-maxlen", "train_sasrec.py", "SequentialScorer.maxlen=0",
          _sasrec("SequentialScorer.maxlen=0"), "SequentialScorer.maxlen = 0 must be > 0"),
     Case("gin-syntax-error", "train_sasrec.py", "binding 'ScorerTrainer.lr = ' without a value",
-         _sasrec("ScorerTrainer.lr = "), "Unable to parse value. (line 13) in --gin_param 'ScorerTrainer.lr ='"),
+         _sasrec("ScorerTrainer.lr = "), f"Unable to parse value. (line {len(SYN) + len(SCORER_TINY) + 1}) in --gin_param 'ScorerTrainer.lr ='"),
     Case("gin-file-missing", "evaluate_baseline.py", "--gin_file names no file",
          lambda w, rd: ["--gin_file", "configs/synthetic/baseline-typo.gin", "--run_dir", str(rd)],
          "baseline-typo.gin not found"),
@@ -412,6 +474,79 @@ CASES: list[Case] = [
          _recommend("--batch", "{batch[not_json]}"), "bad.jsonl:2: not valid JSON"),
     Case("recommend-not-a-run", "recommend.py", "--onerec_run pointing at a semantic-ID run",
          lambda w, rd: ["--onerec_run", str(w.sid_ml), "--items", "1"], "is not a finished"),
+    # -- issue 17: gin values checked where they are read, naming the binding
+    Case("gin-batch-size-string", "train_sasrec.py", "ScorerTrainer.batch_size='abc'",
+         _sasrec("ScorerTrainer.batch_size='abc'"), "ScorerTrainer.batch_size = 'abc' must be an integer >= 1"),
+    Case("gin-batch-size-float", "train_sasrec.py", "ScorerTrainer.batch_size=2.5",
+         _sasrec("ScorerTrainer.batch_size=2.5"), "ScorerTrainer.batch_size = 2.5 must be an integer >= 1"),
+    Case("gin-lr-string", "train_sasrec.py", "ScorerTrainer.lr='abc'",
+         _sasrec("ScorerTrainer.lr='abc'"), "ScorerTrainer.lr = 'abc' must be a number > 0"),
+    Case("gin-eval-users-negative", "train_sasrec.py", "ScorerTrainer.eval_users=-1",
+         _sasrec("ScorerTrainer.eval_users=-1"), "ScorerTrainer.eval_users = -1 must be >= 0"),
+    Case("gin-k-core-string", "prepare_data.py", "load_split.k_core='abc'",
+         _prep(lambda w: gin_args(["load_split.k_core='abc'"])), "load_split.k_core = 'abc' must be an integer >= 1"),
+    Case("gin-zero-users", "prepare_data.py", "SyntheticSource.num_users=0",
+         _prep(lambda w: gin_args(["SyntheticSource.num_users=0"])), "SyntheticSource.num_users = 0 must be >= 1"),
+    Case("gin-negative-users", "prepare_data.py", "SyntheticSource.num_users=-5",
+         _prep(lambda w: gin_args(["SyntheticSource.num_users=-5"])), "SyntheticSource.num_users = -5 must be >= 1"),
+    Case("gin-onerec-batch-size-zero", "train_onerec.py", "OneRecTrainer.batch_size=0",
+         _onerec("OneRecTrainer.batch_size=0"), "OneRecTrainer.batch_size = 0 must be >= 1"),
+    Case("gin-onerec-batch-size-negative", "train_onerec.py", "OneRecTrainer.batch_size=-4",
+         _onerec("OneRecTrainer.batch_size=-4"), "OneRecTrainer.batch_size = -4 must be >= 1"),
+    Case("gin-codebook-size-string", "train_rqvae.py", "make_tokenizer.codebook_size='abc'",
+         _rqvae("make_tokenizer.codebook_size='abc'"), "make_tokenizer.codebook_size = 'abc' must be an integer >= 2"),
+    Case("gin-ks-not-integers", "evaluate_baseline.py", "Evaluator.ks=('a',)",
+         _baseline("Evaluator.ks=('a',)"), "Evaluator.ks=('a',): give one or more positive integer cut-offs"),
+    Case("gin-undefined-macro", "train_sasrec.py", "ScorerTrainer.lr=%NOPE (no such macro)",
+         _sasrec("ScorerTrainer.lr=%NOPE"), "macro %NOPE is not defined"),
+    Case("gin-missing-include", "evaluate_baseline.py", "a gin file including a missing file",
+         lambda w, rd: ["--gin_file", str(w.gin["missing_include"]), "--run_dir", str(rd)],
+         "Unable to open file: configs/synthetic/nope.gin"),
+    # -- item embeddings from a user's file
+    Case("npy-path-is-npz", "train_rqvae.py", "item_embeddings.npy_path names a .npz archive",
+         lambda w, rd: _rqvae("item_embeddings.source='npy'", f"item_embeddings.npy_path='{w.emb['npz']}'")(w, rd),
+         "a .npz archive (arrays: x), not a .npy matrix"),
+    Case("npy-no-columns", "train_rqvae.py", "item_embeddings npy of shape (33, 0)",
+         lambda w, rd: _rqvae("item_embeddings.source='npy'", f"item_embeddings.npy_path='{w.emb['no_columns']}'")(w, rd),
+         "shape (33, 0) has no embedding columns"),
+    # -- the run directory
+    Case("run-dir-is-a-file", "prepare_data.py", "--run_dir names a file",
+         _prep(lambda w: []), "is a file, not a folder", prepare=_file_at),
+    Case("run-dir-below-a-file", "prepare_data.py", "--run_dir lies below a file",
+         lambda w, rd: _prep(lambda w: [])(w, rd)[:-1] + [str(rd / "sub")],
+         "a part of the path is a file, not a folder", prepare=_file_at),
+    Case("run-dir-locked", "train_sasrec.py", "a second writer on a run_dir another process writes",
+         _sasrec(), "is being written by another process (pid 4242)", prepare=_locked_by_another_writer),
+    # -- resuming damaged checkpoints
+    Case("sasrec-resume-without-checkpoint", "train_sasrec.py", "--resume on an empty run_dir",
+         lambda w, rd: _sasrec()(w, rd) + ["--resume"], "--resume given but"),
+    Case("sasrec-resume-null-json", "train_sasrec.py", "--resume with last.json holding `null`",
+         lambda w, rd: _sasrec()(w, rd) + ["--resume"], "not a checkpoint (expected a JSON object, found null)",
+         prepare=_copy_run("scorer", _write_json_file("last.json", None))),
+    Case("sasrec-resume-damaged-rng", "train_sasrec.py", "--resume with a damaged RNG string in last.json",
+         lambda w, rd: _sasrec()(w, rd) + ["--resume"], "the RNG state is damaged",
+         prepare=_copy_run("scorer", _edit_rng)),
+    Case("onerec-resume-null-json", "train_onerec.py", "--resume with last.json holding `null`",
+         lambda w, rd: _onerec()(w, rd) + ["--resume"], "not a checkpoint (expected a JSON object, found null)",
+         prepare=_copy_run("onerec", _write_json_file("last.json", None))),
+    # -- recommend.py batch files and output
+    Case("recommend-items-not-a-list", "recommend.py", 'batch line {"items": 5}',
+         _recommend("--batch", "{batch[items_number]}"), "'items' must be a list of item ids, got 5"),
+    Case("recommend-titles-not-strings", "recommend.py", 'batch line {"titles": [1]}',
+         _recommend("--batch", "{batch[titles_numbers]}"), "'titles' must be a list of titles, got [1]"),
+    Case("recommend-items-a-string", "recommend.py", 'batch line {"items": "123"}',
+         _recommend("--batch", "{batch[items_string]}"), "'items' must be a list of item ids, got \"123\""),
+    Case("recommend-batch-not-utf8", "recommend.py", "batch file in Latin-1",
+         _recommend("--batch", "{batch[latin1]}"), "latin1.jsonl: not UTF-8 text"),
+    Case("recommend-output-is-a-folder", "recommend.py", "--output names a folder",
+         lambda w, rd: _recommend("--batch", "{batch[good]}")(w, rd) + ["--output", str(w.root / "batch")],
+         "is a folder; give a file path"),
+    Case("recommend-output-below-a-file", "recommend.py", "--output below a file",
+         lambda w, rd: _recommend("--batch", "{batch[good]}")(w, rd) + [
+             "--output", str(w.batch["good"] / "recs.jsonl")], "cannot write --output"),
+    Case("recommend-run-without-semantic-ids", "recommend.py", "an onerec run whose results.json lacks semantic_ids",
+         lambda w, rd: ["--onerec_run", str(rd), "--items", "1"], "no semantic_ids.dir",
+         prepare=_onerec_run_without_sid_entry),
 ]
 
 

@@ -71,10 +71,12 @@ def _brute_force(model, hist: HistoryBatch) -> torch.Tensor:
     return lp.view(U, N)
 
 
-@pytest.mark.parametrize("seed,trie_softmax", [(0, True), (1, True), (2, True), (0, False)])
-def test_beam_search_equals_brute_force_enumeration_on_a_tiny_catalogue(seed, trie_softmax):
+@pytest.mark.parametrize("seed,trie_softmax,temperature",
+                         [(0, True, 0.0), (1, True, 0.0), (2, True, 0.0), (0, False, 0.0), (1, True, 0.1)])
+def test_beam_search_equals_brute_force_enumeration_on_a_tiny_catalogue(seed, trie_softmax, temperature):
     sids = random_sids(14, levels=2, codebook_size=3, seed=seed)       # collisions -> d codes
-    model = _model(sids, seed=seed, beam_width=14, trie_softmax=trie_softmax)
+    model = _model(sids, seed=seed, beam_width=14, trie_softmax=trie_softmax,
+                   head_temperature=temperature)
     hist = _history([[1, 2, 3], [5], [14, 13, 12, 11, 10, 9, 8, 7, 6, 5]])
     res = model.beam_search(hist)
     brute = _brute_force(model, hist)                                    # (U, N)

@@ -8,12 +8,17 @@ their time is Python start-up and imports.
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from reliability_cases import (ARTIFACTS, CASES, EXIT_USER_ERROR, ML_DATA, SCORER_TINY, SYN, Case, build_world,
-                               execute, gin_args, leftovers, run_script, snapshot, stderr_lines)
+from reliability_cases import (ARTIFACTS, CASES, EXIT_USER_ERROR, ML_DATA, REPO, SCORER_TINY, SYN, Case,
+                               build_world, env, execute, gin_args, leftovers, run_script, snapshot,
+                               stderr_lines)
 from retrieval.io import read_json
 
 BY_NAME = {c.name: c for c in CASES}
@@ -146,3 +151,115 @@ def test_a_documented_negative_sampler_name_is_accepted(world, tmp_path):
     proc = run_script("train_sasrec.py", args, world.cache)
     assert proc.returncode == 0, proc.stderr
     assert read_json(rd / "results.json")["model"]["negative_sampler"] != "UniformNegativeSampler"
+
+
+# ---------------------------------------------------------------- issue 17: the shell around every script
+def test_eval_users_zero_means_all_users_in_both_trainers():
+    """Decision: `eval_users = 0` validates on all users in ScorerTrainer, as it always did in
+    OneRecTrainer; a negative count is refused by both (case gin-eval-users-negative)."""
+    from onerec.trainer import OneRecTrainer
+    from retrieval.errors import RecError
+    from retrieval.scorer_trainer import ScorerTrainer
+    assert ScorerTrainer(eval_users=0, device="cpu").eval_users is None
+    assert OneRecTrainer(eval_users=0, device="cpu").eval_subsample(7).tolist() == list(range(7))
+    with pytest.raises(RecError, match=r"OneRecTrainer.eval_users = -1 must be >= 0"):
+        OneRecTrainer(eval_users=-1, device="cpu")
+
+
+@pytest.mark.parametrize("err, expect", [
+    (OSError(28, "No space left on device", "runs/x/checkpoints/last.safetensors"),
+     "cannot write or read runs/x/checkpoints/last.safetensors: no space left on device; free some disk space and run again"),
+    (PermissionError(13, "Permission denied", "runs/x/results.json"),
+     "cannot write or read runs/x/results.json: permission denied; choose a --run_dir you can write to"),
+    (OSError(30, "Read-only file system", "/mnt/ro/x"),
+     "cannot write or read /mnt/ro/x: read-only file system; choose a --run_dir on a writable disk"),
+])
+def test_os_errors_are_user_errors_with_one_line(err, expect):
+    from retrieval.cli import EXIT_USER_ERROR as code, error_line
+    assert error_line(err) == (expect, code)
+
+
+def test_an_unexpected_exception_is_one_line_that_says_bug_with_exit_1():
+    from retrieval.cli import error_line
+    line, code = error_line(ZeroDivisionError("division by zero"))
+    assert code == 1 and "\n" not in line
+    assert line.startswith("ZeroDivisionError: division by zero (an unexpected error: a bug")
+
+
+def test_the_run_dir_lock_refuses_a_second_writer_and_is_removed_on_release(tmp_path):
+    from retrieval.errors import RecError
+    from retrieval.run_lock import RunDirLock
+    first, second = RunDirLock(tmp_path), RunDirLock(tmp_path)
+    first.acquire()
+    with pytest.raises(RecError, match=rf"{tmp_path} is being written by another process \(pid \d+\)"):
+        second.acquire()
+    first.release()
+    assert not (tmp_path / ".lock").exists()
+    second.acquire()                                   # free again
+    second.release()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_artifacts_respect_the_umask(tmp_path, umask, mode):
+    from retrieval.io import write_json
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "results.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == mode
+
+
+def test_compare_quotes_paths_in_the_gin_bindings_it_passes_on(tmp_path, monkeypatch):
+    """`compare.py --run_dir "runs/bob's cmp"`: the semantic-ID folder given to train_onerec.py is
+    a quoted gin string that reads back as the same path."""
+    import gin
+    from retrieval import comparison
+    root = tmp_path / "bob's \"cmp\""
+    sid = root / "runs" / "semantic-ids" / "seed0"
+    seen = []
+    monkeypatch.setattr(comparison.subprocess, "run",
+                        lambda cmd, **kw: seen.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    spec = comparison.RunSpec("onerec", "generative", "train_onerec.py", ("configs/x.gin",), 0)
+    comparison._run_one(spec, root, {0: sid}, "tag", None, log=lambda *a: None)
+    binding = next(p for p in seen[0] if p.startswith("train_onerec.semantic_ids_dir="))
+
+    @gin.configurable("quoted_path_probe")
+    def probe(semantic_ids_dir=None):
+        return semantic_ids_dir
+    gin.clear_config()
+    gin.parse_config(binding.replace("train_onerec.", "quoted_path_probe.", 1))
+    assert probe() == str(sid)
+    gin.clear_config()
+
+
+def test_an_absolute_gin_file_works_from_outside_the_repo(world, tmp_path):
+    """Configs include each other by repo-relative paths; the CLI adds the repo root (and the
+    folders above each --gin_file) to gin's search path, so the working directory does not matter."""
+    rd = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "evaluate_baseline.py"),
+         "--gin_file", str(REPO / "configs" / "synthetic" / "baseline.gin"),
+         *gin_args(["load_split.name='text'", f"TextSource.path='{world.text['good']}'"]),
+         "--run_dir", str(rd)], cwd=tmp_path, env=env(world.cache), capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (rd / "results.json").is_file() and not (rd / ".lock").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_run_dir_is_one_line(world, tmp_path):
+    rd = tmp_path / "ro"
+    rd.mkdir()
+    rd.chmod(0o555)
+    try:
+        proc = run_script("prepare_data.py", ["--gin_file", "configs/synthetic/data.gin",
+                                              *gin_args(["load_split.name='text'",
+                                                         f"TextSource.path='{world.text['good']}'"]),
+                                              "--run_dir", str(rd)], world.cache)
+    finally:
+        rd.chmod(0o755)
+    lines = stderr_lines(proc)
+    assert proc.returncode == EXIT_USER_ERROR and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: --run_dir {rd} is not writable"), lines[0]
+    assert list(rd.iterdir()) == []

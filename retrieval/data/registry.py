@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 import gin
 
+from retrieval import gin_values
 from retrieval.data.types import Interactions, SplitData
 from retrieval.errors import RecError
 
@@ -63,7 +64,7 @@ def load_split(name: str = "synthetic", k_core: int | None = None, use_cache: bo
     from retrieval.io import fingerprint
 
     source = get_source(name)
-    k = source.default_k_core if k_core is None else int(k_core)
+    k = source.default_k_core if k_core is None else gin_values.integer("load_split.k_core", k_core)
     key = fingerprint("split-v1", name, source.input_fingerprint(), k)
     if use_cache:
         hit = cache.load_cached_split(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gin
 import numpy as np
 
+from retrieval import gin_values
 from retrieval.data import synthetic
 from retrieval.data.registry import register
 from retrieval.data.types import Interactions, ItemCatalogue
@@ -21,12 +22,15 @@ class SyntheticSource:
     def __init__(self, num_users: int = 2000, num_items: int = 1000, mean_length: float = 20.0,
                  num_topics: int = 20, zipf_exponent: float = 1.0, p_sequential: float = 0.5,
                  seed: int = 0):
+        num_users, num_items, num_topics = (gin_values.integer(f"SyntheticSource.{k}", v) for k, v in (
+            ("num_users", num_users), ("num_items", num_items), ("num_topics", num_topics)))
+        mean_length = gin_values.positive_number("SyntheticSource.mean_length", mean_length)
         self.params = dict(num_users=num_users, num_items=num_items, mean_length=mean_length,
                            num_topics=num_topics, zipf_exponent=zipf_exponent,
                            p_sequential=p_sequential, seed=seed)
 
     def input_fingerprint(self) -> str:
-        return fingerprint("synthetic-v1", self.params)
+        return fingerprint("synthetic-v2", self.params)
 
     def load(self) -> Interactions:
         d = synthetic.generate(**self.params)

@@ -16,6 +16,7 @@ gathered on all ranks, so metrics equal the single-process ones and every rank c
 """
 from __future__ import annotations
 
+import numbers
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -208,9 +209,12 @@ class Evaluator:
                  max_history: int = 200, sampled: bool = True, num_sampled: int = 100,
                  sample_seed: int = 12345, num_generated: int = 50, device: str | None = None,
                  progress: bool = True):
-        self.ks = tuple(int(k) for k in ks)
-        if not self.ks or min(self.ks) < 1:
-            raise RecError(f"Evaluator.ks={ks!r}: give one or more positive cut-offs, e.g. (5, 10, 20, 50)")
+        given = tuple(ks) if isinstance(ks, (list, tuple)) else None
+        if not given or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1
+                            for k in given):
+            raise RecError(f"Evaluator.ks={ks!r}: give one or more positive integer cut-offs, "
+                           "e.g. (5, 10, 20, 50)")
+        self.ks = tuple(int(k) for k in given)
         if num_generated < max(self.ks):
             raise RecError(f"Evaluator.num_generated={num_generated} is smaller than the largest "
                            f"cut-off K={max(self.ks)}; set num_generated >= {max(self.ks)}")

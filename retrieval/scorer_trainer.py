@@ -201,7 +201,8 @@ class ScorerTrainer:
 
             def forward_loss(model):              # DDP's forward: everything with gradients
                 states = model.encode(items, times)                       # (B, L', d)
-                hidden = states[:, -valid.shape[1]:][vmask]               # (P, d)
+                hidden = states[vmask[:, -states.shape[1]:]]              # (P, d); encode may drop
+                # leading all-padding columns (this rank's rows can be shorter than the global batch)
 
                 def draw(n):                                              # (P, n) negatives
                     return torch.from_numpy(_negatives(sampler, gtb, sel, n, hidden.detach())

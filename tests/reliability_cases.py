@@ -484,7 +484,7 @@ CASES: list[Case] = [
     Case("gin-eval-users-negative", "train_sasrec.py", "ScorerTrainer.eval_users=-1",
          _sasrec("ScorerTrainer.eval_users=-1"), "ScorerTrainer.eval_users = -1 must be >= 0"),
     Case("gin-k-core-string", "prepare_data.py", "load_split.k_core='abc'",
-         _prep(lambda w: gin_args(["load_split.k_core='abc'"])), "load_split.k_core = 'abc' must be an integer >= 1"),
+         _prep(lambda w: gin_args(["load_split.k_core='abc'"])), "load_split.k_core = 'abc' must be an integer >= 0"),
     Case("gin-zero-users", "prepare_data.py", "SyntheticSource.num_users=0",
          _prep(lambda w: gin_args(["SyntheticSource.num_users=0"])), "SyntheticSource.num_users = 0 must be >= 1"),
     Case("gin-negative-users", "prepare_data.py", "SyntheticSource.num_users=-5",

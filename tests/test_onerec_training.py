@@ -20,8 +20,10 @@ from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
 
 REPO = Path(__file__).resolve().parents[1]
+# 4 topics of ~15 items: with 20 topics of 3 items, users would exhaust their topics and lose
+# every repeat (a user consumes an item once), leaving nobody after the 5-core.
 SYN = ["SyntheticSource.num_users = 80", "SyntheticSource.num_items = 60",
-       "SyntheticSource.mean_length = 8.0"]
+       "SyntheticSource.mean_length = 8.0", "SyntheticSource.num_topics = 4"]
 
 
 def _toy_split():

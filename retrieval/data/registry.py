@@ -64,7 +64,8 @@ def load_split(name: str = "synthetic", k_core: int | None = None, use_cache: bo
     from retrieval.io import fingerprint
 
     source = get_source(name)
-    k = source.default_k_core if k_core is None else gin_values.integer("load_split.k_core", k_core)
+    k = source.default_k_core if k_core is None else gin_values.integer("load_split.k_core", k_core,
+                                                                        minimum=0)
     key = fingerprint("split-v1", name, source.input_fingerprint(), k)
     if use_cache:
         hit = cache.load_cached_split(key)

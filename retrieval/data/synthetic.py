@@ -36,9 +36,12 @@ def _topic_words(num_topics: int, words_per_topic: int, rng: np.random.Generator
 
 def generate(num_users: int = 2000, num_items: int = 1000, mean_length: float = 20.0,
              num_topics: int = 20, zipf_exponent: float = 1.0, p_sequential: float = 0.5,
-             min_length: int = 5, max_length: int = 500, seed: int = 0) -> dict:
+             min_length: int = 5, max_length: int = 500, seed: int = 0,
+             unique_per_user: bool = True) -> dict:
     """Return a dict of arrays: user, item, timestamp (events, grouped by user, time-ordered),
     and item metadata: title, genres (both (num_items,) str, item k has raw id k+1), topic.
+    unique_per_user: drop a user's repeated items (False keeps exact sequence lengths, for
+    benchmarks that need an exact number of rows).
     """
     rng = np.random.default_rng(seed)
     topic = rng.integers(0, num_topics, size=num_items)
@@ -110,8 +113,9 @@ def generate(num_users: int = 2000, num_items: int = 1000, mean_length: float = 
     # dropped. With repeats, a test target can be an item of the user's own history, which the
     # full-ranking protocol (history excluded, the target kept) lets a scorer rank but a
     # generator that excludes its history never returns: a protocol artefact, not a skill.
-    _, first = np.unique(user.astype(np.int64) * num_items + items, return_index=True)
-    keep = np.sort(first)
-    user, items, times = user[keep], items[keep], times[keep]
+    if unique_per_user:
+        _, first = np.unique(user.astype(np.int64) * num_items + items, return_index=True)
+        keep = np.sort(first)
+        user, items, times = user[keep], items[keep], times[keep]
     return {"user": user, "item": items + 1, "timestamp": times,
             "title": titles, "genres": genres, "topic": topic}

@@ -37,7 +37,7 @@ def write_movielens_csv(folder: str | os.PathLike, num_ratings: int = 25_000_095
     mean = 1.03 * num_ratings / num_users
     for _ in range(5):       # lengths are random: ask for a little more until there is enough
         d = synthetic.generate(num_users=num_users, num_items=num_items, mean_length=mean,
-                               max_length=int(20 * mean) + 10, seed=seed)
+                               max_length=int(20 * mean) + 10, seed=seed, unique_per_user=False)
         if len(d["user"]) >= num_ratings:
             break
         mean *= 1.05 * num_ratings / len(d["user"])

@@ -119,8 +119,9 @@ class CausalSidGenerator(nn.Module):
     model is a distribution over real items; False = over the whole codebook. head_temperature:
     > 0 scores codes by cosine / temperature (as the scorers' cosine head), 0 = dot product.
     item_id_input: also add a per-item embedding to the input (a diagnostic: items are then no
-    longer only their codes, and a new item is not representable without retraining). beam_width: beams in `generate` (>= the
-    largest K asked for). exclude_history: never return an item of the input history.
+    longer only their codes, and a new item is not representable without retraining).
+    beam_width: beams in `generate` (>= the largest K asked for). exclude_history: never return an
+    item of the input history.
     """
 
     def __init__(self, sids: SemanticIds, d_model: int = 128, num_layers: int = 2, num_heads: int = 2,
@@ -139,6 +140,9 @@ class CausalSidGenerator(nn.Module):
         if not 0.0 <= dropout < 1.0 or not 0.0 <= label_smoothing < 1.0:
             raise RecError(f"CausalSidGenerator.dropout={dropout} and label_smoothing="
                            f"{label_smoothing} must be in [0, 1)")
+        if not head_temperature >= 0.0:
+            raise RecError(f"CausalSidGenerator.head_temperature={head_temperature} must be >= 0 "
+                           "(0 = dot-product code scores)")
         self.vocab = SidVocab.from_semantic_ids(sids, 0)
         self.trie = PrefixTrie(self.vocab, sids.codes)
         self.register_buffer("item_tokens", torch.from_numpy(self.vocab.item_tokens(sids)),

@@ -265,3 +265,17 @@ def test_prepare_data_prints_raw_and_split_counts(data_root, tmp_path, dataset, 
         assert r in proc.stdout
     res = json.loads((tmp_path / "run" / "results.json").read_text())["dataset"]
     assert res["name"] == dataset and len(res["fingerprint"]) == 16
+
+
+def test_synthetic_users_consume_an_item_once_unless_asked_to_repeat():
+    """With repeats, a test target could be a history item, which the protocol (history excluded,
+    target kept) lets a scorer rank but a history-excluding generator never return."""
+    from retrieval.data import synthetic
+    d = synthetic.generate(num_users=60, num_items=40, mean_length=15.0, seed=0)
+    pairs = d["user"].astype(np.int64) * 100 + d["item"]
+    assert len(np.unique(pairs)) == len(pairs)
+    assert (np.diff(d["user"]) >= 0).all()                                   # still grouped by user
+    raw = synthetic.generate(num_users=60, num_items=40, mean_length=15.0, seed=0, unique_per_user=False)
+    raw_pairs = raw["user"].astype(np.int64) * 100 + raw["item"]
+    assert len(np.unique(raw_pairs)) < len(raw_pairs)                         # the generator repeats
+    assert set(pairs.tolist()) == set(raw_pairs.tolist())                     # first visits are kept

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from onerec.sequences import gather_ranges
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 
@@ -32,17 +33,6 @@ class WindowBatch(NamedTuple):
 
     def to(self, device) -> "WindowBatch":
         return WindowBatch(*(t.to(device) for t in self))
-
-
-def _right_aligned(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
-    """values[starts[b]:ends[b]] per row (at most `width`, the last ones), right-aligned: (B, width)."""
-    lengths = np.minimum(ends - starts, width)
-    col = np.arange(width)[None, :]
-    src = ends[:, None] - (width - col)                                    # (B, width)
-    valid = col >= (width - lengths)[:, None]
-    out = np.zeros((len(starts), width), dtype=values.dtype)
-    out[valid] = values[src[valid]]
-    return out
 
 
 class ItemWindows:
@@ -80,8 +70,8 @@ class ItemWindows:
     def batch(self, idx: np.ndarray) -> WindowBatch:
         s, e = self.starts[idx], self.ends[idx]
         width = int((e - s - 1).max())
-        return WindowBatch(torch.from_numpy(_right_aligned(self.items, s, e - 1, width)),
-                           torch.from_numpy(_right_aligned(self.items, s + 1, e, width)))
+        return WindowBatch(torch.from_numpy(gather_ranges(self.items, s, e - 1, width)),
+                           torch.from_numpy(gather_ranges(self.items, s + 1, e, width)))
 
     def epoch_batches(self, batch_size: int, seed: int, epoch: int,
                       bucket_batches: int = 50) -> list[np.ndarray]:

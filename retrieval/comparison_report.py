@@ -254,15 +254,17 @@ def _markdown(r: dict) -> str:
                      f"**{t['scorer']}** ({t['mean_scorer']:.4f}) over {t['users']:,} users: mean "
                      f"difference {t['mean_diff']:+.4f}, paired t-test p = {t['t_p_value']:.3g}, "
                      f"Wilcoxon p = {t['wilcoxon_p_value']:.3g}.\n")
-    parts.append("\n## Cost\n\n| model | train time (s, mean) | inference (s / 1k users) | parameters |\n|---|---|---|---|\n")
-    for m, v in r["timing"].items():
-        f = lambda x, spec: format(x, spec) if x is not None else "–"   # noqa: E731
-        parts.append(f"| {m} | {f(v['train_s'], '.1f')} | {f(v['inference_s_per_1k_users'], '.2f')} | "
-                     f"{f(v['params'], ',')} |\n")
-    for s in r["semantic_ids"]:
-        parts.append(f"\nSemantic IDs (seed {s['seed']}): " + json.dumps(
+    f = lambda x, spec: format(x, spec) if x is not None else "–"   # noqa: E731
+    rows = "".join(f"| {m} | {f(v['train_s'], '.1f')} | {f(v['inference_s_per_1k_users'], '.2f')} | "
+                   f"{f(v['params'], ',')} |\n" for m, v in r["timing"].items())
+    # one part per table: the join below separates parts by a blank line, which would end a table
+    parts.append("\n## Cost\n\n| model | train time (s, mean) | inference (s / 1k users) | parameters |\n"
+                 "|---|---|---|---|\n" + rows)
+    if r["semantic_ids"]:
+        parts.append("\n" + "".join(f"- Semantic IDs (seed {s['seed']}): " + json.dumps(
             {k: s[k] for k in ("tokenizer", "levels", "codebook_size", "collision_fraction",
-                               "largest_group", "codebook_usage") if k in s}) + "\n")
+                               "largest_group", "codebook_usage") if k in s}) + "\n"
+            for s in r["semantic_ids"]))
     parts.append("\n## Plots\n\n" + "\n".join(f"![{Path(x).stem}]({x})" for x in r["plots"]) + "\n")
     parts.append("\n## Config hashes\n\n" + "\n".join(f"- {m}: {', '.join(h)}"
                                                      for m, h in r["config_hashes"].items()) + "\n")

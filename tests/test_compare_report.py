@@ -91,6 +91,15 @@ def test_markdown_numbers_equal_results_json(compared):
     assert record["test"]["full"]["sasrec"]["ndcg@10"][1] == pytest.approx(np.std(per_seed, ddof=1))
 
 
+def test_markdown_tables_have_no_blank_line_inside(compared):
+    """A blank line ends a markdown table: every table's rows must follow each other directly."""
+    md = (compared["out"] / "report.md").read_text()
+    assert "|\n\n|" not in md
+    cost = md.split("## Cost", 1)[1].split("\n\n")[1].splitlines()   # the whole cost table
+    assert cost[0].startswith("| model |") and cost[1].startswith("|---")
+    assert {row.split("|")[1].strip() for row in cost[2:]} >= {"onerec", "sasrec"}
+
+
 def test_a_run_on_another_split_is_refused(compared, tmp_path):
     """Mixing a run of another dataset into a report is a config error, not a silent bad table."""
     import shutil

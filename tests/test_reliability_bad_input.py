@@ -247,19 +247,31 @@ def test_an_absolute_gin_file_works_from_outside_the_repo(world, tmp_path):
     assert (rd / "results.json").is_file() and not (rd / ".lock").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_run_dir_is_one_line(world, tmp_path):
+def test_a_read_only_run_dir_is_one_line(tmp_path, monkeypatch, capsys):
+    """The CLI in-process on a folder it cannot write. Root writes into a chmod-555 folder, so the
+    denial is made by the file system call itself when the tests run as root."""
+    import errno
+
+    from retrieval import cli, run_lock
     rd = tmp_path / "ro"
     rd.mkdir()
     rd.chmod(0o555)
+    if os.geteuid() == 0:
+        real_open = run_lock.os.open
+
+        def denied(path, *a, **kw):
+            if str(path).startswith(str(rd)):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_open(path, *a, **kw)
+        monkeypatch.setattr(run_lock.os, "open", denied)
+    called = []
+    monkeypatch.setattr(sys, "argv", ["prepare_data.py", "--run_dir", str(rd)])
     try:
-        proc = run_script("prepare_data.py", ["--gin_file", "configs/synthetic/data.gin",
-                                              *gin_args(["load_split.name='text'",
-                                                         f"TextSource.path='{world.text['good']}'"]),
-                                              "--run_dir", str(rd)], world.cache)
+        with pytest.raises(SystemExit) as exit_:
+            cli.run(lambda args, run_dir: called.append(run_dir), "probe")
     finally:
         rd.chmod(0o755)
-    lines = stderr_lines(proc)
-    assert proc.returncode == EXIT_USER_ERROR and len(lines) == 1, proc.stderr
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == EXIT_USER_ERROR and len(lines) == 1, lines
     assert lines[0].startswith(f"error: --run_dir {rd} is not writable"), lines[0]
-    assert list(rd.iterdir()) == []
+    assert called == [] and list(rd.iterdir()) == []

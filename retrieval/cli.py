@@ -160,7 +160,8 @@ def _make_run_dir(run_dir: Path) -> Path | None:
     except OSError as e:
         if top.is_dir():                                   # parents made before the failure
             shutil.rmtree(top, ignore_errors=True)
-        raise RecError(f"cannot create --run_dir {run_dir} ({os_reason(e)}); choose a path in a "
+        raise RecError(f"cannot create --run_dir {run_dir} ({os_reason(e.errno, e.strerror)}); "
+                       "choose a path in a "
                        "folder you can write to") from None
     return top
 
@@ -178,8 +179,12 @@ def error_line(e: BaseException) -> tuple[str, int]:
     if isinstance(e, RecError):
         return first or type(e).__name__, EXIT_USER_ERROR
     if isinstance(e, OSError):
-        where = e.filename if e.filename is not None else "a file"
-        return f"cannot write or read {where}: {os_reason(e)}", EXIT_USER_ERROR
+        code, where = e.errno, e.filename
+        if code is None:                       # gin re-raises it with only the text left
+            m = re.search(r"\[Errno (\d+)\] [^:']*(?:: '([^']*)')?", text)
+            code, where = (int(m.group(1)), m.group(2)) if m else (None, None)
+        reason = os_reason(code, e.strerror or (os.strerror(code) if code else type(e).__name__))
+        return f"cannot write or read {where or 'a file'}: {reason}", EXIT_USER_ERROR
     if isinstance(e, (ValueError, TypeError)) and "In call to configurable" in text:
         macro = re.search(r"In call to configurable 'macro' .* in scope '([^']+)'", text)
         if macro:
@@ -192,7 +197,7 @@ def error_line(e: BaseException) -> tuple[str, int]:
             "command; SEMID_TRACEBACK=1 prints the traceback)"), EXIT_BUG
 
 
-def os_reason(e: OSError) -> str:
+def os_reason(code: int | None, strerror: str) -> str:
     hints = {errno.ENOSPC: "no space left on device; free some disk space and run again",
              errno.EDQUOT: "disk quota exceeded; free some disk space and run again",
              errno.EACCES: "permission denied; choose a --run_dir you can write to",
@@ -200,19 +205,19 @@ def os_reason(e: OSError) -> str:
              errno.EROFS: "read-only file system; choose a --run_dir on a writable disk",
              errno.ENOTDIR: "a part of the path is a file, not a folder",
              errno.EEXIST: "a file of that name is in the way"}
-    return hints.get(e.errno, e.strerror or type(e).__name__)
+    return hints.get(code, strerror)
 
 
 def _cleanup(run_dir: Path | None, created: Path | None) -> None:
     """Remove a run directory this invocation created if the run failed before finishing, and
     the empty parent folders it created with it (`created`: the top-most one).
 
-    A directory that already holds checkpoints is kept: a failure mid-training (e.g. a NaN loss)
+    A directory that already holds a checkpoint is kept: a failure mid-training (e.g. a NaN loss)
     must leave the last good checkpoint for --resume.
     """
     if created is None or run_dir is None:
         return
-    if run_dir.exists() and not (run_dir / "checkpoints").is_dir():
+    if run_dir.exists() and not (run_dir / "checkpoints" / "last.json").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
     d = run_dir.parent
     while not run_dir.exists() and d.is_relative_to(created) and d.is_dir():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -101,7 +102,17 @@ def save_tensors(path, tensors: Mapping[str, Any], metadata: Mapping[str, str] |
     for k, v in tensors.items():
         t = torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v
         clean[k] = t.detach().cpu().contiguous()
-    return atomic_write(path, lambda tmp: save_file(clean, tmp, metadata=dict(metadata or {})))
+
+    def write(tmp):
+        try:
+            save_file(clean, tmp, metadata=dict(metadata or {}))
+        except Exception as e:  # noqa: BLE001  (safetensors reports I/O failures as its own error)
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            n = int(code.group(1))
+            raise OSError(n, os.strerror(n), str(path)) from None     # e.g. a full disk: ENOSPC
+    return atomic_write(path, write)
 
 
 def load_tensors(path) -> dict:

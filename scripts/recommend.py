@@ -76,7 +76,8 @@ def _write_output(output: str, text: str) -> None:
     try:
         write_text(output, text)
     except OSError as e:
-        raise RecError(f"cannot write --output {output} ({os_reason(e)}); give a file path in a "
+        raise RecError(f"cannot write --output {output} ({os_reason(e.errno, e.strerror)}); "
+                       "give a file path in a "
                        "folder you can write to") from None
 
 

@@ -1,4 +1,6 @@
 """Atomic writes leave nothing behind, even after a process was killed mid-write."""
+import pytest
+
 from retrieval.io import remove_stale_temps
 
 
@@ -64,3 +66,40 @@ def test_checkpoint_killed_between_its_two_renames_loads_the_complete_pair(tmp_p
     assert not _prev_path(stem).exists()
     assert load_checkpoint(stem, fresh, restore_rng=False) == {"epoch": 2}
     assert torch.equal(fresh.weight, model.weight)
+
+
+def test_a_full_disk_while_saving_tensors_is_an_oserror_naming_the_file(tmp_path, monkeypatch):
+    """safetensors reports I/O failures as its own error type; the CLI's one-line message needs the
+    errno and the file, and no temporary file may stay behind."""
+    import safetensors.torch
+    import torch
+
+    from retrieval.io import save_tensors
+
+    def full(*a, **kw):
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    target = tmp_path / "w.safetensors"
+    with pytest.raises(OSError) as e:
+        save_tensors(target, {"a": torch.zeros(3)})
+    assert e.value.errno == 28 and e.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_oserror_reraised_by_gin_still_names_errno_and_file():
+    """gin re-raises an exception from a configurable with only its text; the CLI line must still
+    say what failed and why."""
+    import gin
+
+    from retrieval.cli import EXIT_USER_ERROR, error_line
+
+    @gin.configurable("disk_full_probe")
+    def probe():
+        raise OSError(28, "No space left on device", "/runs/x/checkpoints/last.safetensors")
+    try:
+        probe()
+    except OSError as e:
+        line, code = error_line(e)
+    assert code == EXIT_USER_ERROR
+    assert line == ("cannot write or read /runs/x/checkpoints/last.safetensors: no space left on "
+                    "device; free some disk space and run again")

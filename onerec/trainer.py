@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from retrieval import distributed
+from retrieval import distributed, gin_values
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.evaluation import Evaluator
@@ -92,7 +92,6 @@ class OneRecTrainer:
                  patience: int = 10, checkpoint_every_steps: int = 500, log_every_steps: int = 50,
                  bucket_batches: int = 50, seed: int = 42, progress: bool = True,
                  device: str | None = None, amp: bool = True):
-        from retrieval import gin_values             # a wrong type or range names its binding
         batch_size = gin_values.integer("OneRecTrainer.batch_size", batch_size)
         lr = gin_values.positive_number("OneRecTrainer.lr", lr)
         eval_users = gin_values.integer("OneRecTrainer.eval_users", eval_users, minimum=0)   # 0 = all
@@ -187,7 +186,8 @@ class OneRecTrainer:
             batches = samples.epoch_batches(self.batch_size, self.seed, epoch, self.bucket_batches)
             while pos < len(batches):
                 rows = distributed.shard(batches[pos])          # this rank's part of the global batch
-                weight = distributed.loss_weight(samples.count(rows), samples.count(batches[pos]))
+                n = samples.count(rows)                         # supervised targets of this rank
+                weight = distributed.loss_weight(n, samples.count(batches[pos]))
                 if len(rows) == 0:                              # keep in step with the other ranks
                     rows, weight = batches[pos][:1], 0.0
                 batch = samples.batch(rows).to(self.device)
@@ -210,7 +210,6 @@ class OneRecTrainer:
                 step, pos = step + 1, pos + 1
                 bar.update(1)
                 if weight:
-                    n = samples.count(rows)
                     window_loss, window_n = window_loss + loss.item() * n, window_n + n
                 if step % self.log_every_steps == 0:
                     window_loss, window_n = distributed.all_reduce_sum([window_loss, window_n])

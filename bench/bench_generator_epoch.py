@@ -1,7 +1,11 @@
 """Cost of one training epoch of each generator design on a real split, side by side in one run.
 
-    causal  onerec.causal_generator.CausalSidGenerator (the default): one position per item,
-            every position supervised; an epoch = every training window once.
+    default onerec.parallel_generator.ParallelSidGenerator, objective 'items' (onerec.gin, OPQ IDs):
+            one position per item, every position supervised, catalogue softmax over code-built
+            item vectors; an epoch = every training window once.
+    parallel the same trunk, RPG's per-codebook objective (onerec-parallel.gin, OPQ IDs).
+    causal  onerec.causal_generator.CausalSidGenerator (onerec-causal.gin, RQ-VAE IDs): the same
+            windows, a level-by-level semantic-ID head.
     tiger   onerec.model.OneRecModel (T5 encoder-decoder): an epoch = every prefix of every
             training sequence once (sliding windows).
 
@@ -10,7 +14,8 @@ AdamW) on `--steps` batches of one epoch's order (after `--warmup` untimed steps
 its frozen config; the table reports CPU and wall seconds per step and the epoch they extrapolate
 to. Run it on an otherwise idle machine:
 
-    python bench/bench_generator_epoch.py --dataset amazon-beauty --sids runs/beauty-rqvae
+    python bench/bench_generator_epoch.py --dataset amazon-beauty --sids runs/beauty-rqvae \
+        --long_sids runs/beauty-opq
 """
 from __future__ import annotations
 
@@ -68,13 +73,22 @@ def measure(kind: str, config: str, sids_dir: str, steps: int, warmup: int) -> d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="amazon-beauty")
-    p.add_argument("--sids", required=True, help="a scripts/train_rqvae.py run dir on this dataset")
+    p.add_argument("--sids", required=True, help="a scripts/train_rqvae.py run dir on this dataset "
+                   "(RQ-VAE IDs: causal, tiger)")
+    p.add_argument("--long_sids", help="a run with configs/<dataset>/opq.gin (default, parallel)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--designs", nargs="+", default=["causal", "tiger"])
+    p.add_argument("--designs", nargs="+", default=["default", "parallel", "causal", "tiger"])
     a = p.parse_args()
-    configs = {"causal": f"configs/{a.dataset}/onerec.gin", "tiger": f"configs/{a.dataset}/onerec-tiger.gin"}
-    rows = [measure(d, configs[d], a.sids, a.steps, a.warmup) for d in a.designs]
+    configs = {"default": f"configs/{a.dataset}/onerec.gin",
+               "parallel": f"configs/{a.dataset}/onerec-parallel.gin",
+               "causal": f"configs/{a.dataset}/onerec-causal.gin",
+               "tiger": f"configs/{a.dataset}/onerec-tiger.gin"}
+    long_ids = {"default", "parallel"}
+    if long_ids & set(a.designs) and not a.long_sids:
+        p.error("--long_sids (an OPQ run) is needed for the designs " + ", ".join(sorted(long_ids)))
+    rows = [measure(d, configs[d], a.long_sids if d in long_ids else a.sids, a.steps, a.warmup)
+            for d in a.designs]
     print(f"torch threads: {torch.get_num_threads()}")
     print("| design | parameters | examples / epoch | targets / epoch | batch | timed steps "
           "| CPU s / epoch | wall s / epoch |")

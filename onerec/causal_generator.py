@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onerec.beam_search import BeamResult, constrained_beam_search
+from onerec.item_trunk import ItemTrunk, init_weights
 from onerec.item_windows import ItemWindows, WindowBatch
 from onerec.prefix_trie import PrefixTrie
 from onerec.vocab import PAD, SidVocab
@@ -32,26 +33,6 @@ from retrieval.batch import HistoryBatch
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from rqvae.artifact import SemanticIds
-
-
-class CausalBlock(nn.Module):
-    """Pre-LN Transformer block: x + Attn(LN(x)), then x + FFN(LN(x)) (GELU, d -> ffn_mult·d -> d)."""
-
-    def __init__(self, dim: int, heads: int, ffn_mult: int, dropout: float):
-        super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        self.ff = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim))
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, d); mask (B, 1, T, T) bool, True = query may attend key."""
-        q, k, v = self.qkv(self.ln1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.drop(self.proj(a.transpose(1, 2).flatten(-2)))      # (B, T, d)
-        return x + self.drop(self.ff(self.ln2(x)))
 
 
 class SidHead(nn.Module):
@@ -109,7 +90,7 @@ class SidHead(nn.Module):
 
 
 @gin.configurable
-class CausalSidGenerator(nn.Module):
+class CausalSidGenerator(ItemTrunk):
     """Item-level causal generator of semantic IDs (module docstring).
 
     d_model / num_layers / num_heads / ffn_mult / dropout: the trunk. max_len: most recent items
@@ -149,21 +130,15 @@ class CausalSidGenerator(nn.Module):
                              persistent=False)                                    # (N+1, L+1)
         self.register_buffer("item_nodes", _prefix_nodes(self.trie, sids.codes), persistent=False)
         self.num_items = sids.num_items
-        self.max_len, self.beam_width = int(max_len), int(beam_width)
+        self.beam_width = int(beam_width)
         self.exclude_history, self.label_smoothing = bool(exclude_history), float(label_smoothing)
         self.sizes = {"d_model": int(d_model), "num_layers": int(num_layers), "num_heads": int(num_heads),
                       "ffn_mult": int(ffn_mult), "dropout": float(dropout), "head_hidden": int(head_hidden)}
-        self.code_emb = nn.Embedding(self.vocab.size, d_model, padding_idx=PAD)
-        self.pos_emb = nn.Embedding(self.max_len, d_model)
-        self.emb_norm = nn.LayerNorm(d_model)
-        self.emb_drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(CausalBlock(d_model, num_heads, ffn_mult, dropout)
-                                    for _ in range(num_layers))
-        self.final_norm = nn.LayerNorm(d_model)
-        self.item_emb = nn.Embedding(self.num_items + 1, d_model, padding_idx=0) if item_id_input else None
+        self.build_trunk(self.vocab, self.num_items, d_model, num_layers, num_heads, ffn_mult, dropout,
+                         max_len, item_id_input)
         self.head = SidHead(self.vocab, self.trie, d_model, head_hidden, dropout, trie_softmax,
                             float(head_temperature))
-        self.apply(_init_weights)
+        self.apply(init_weights)
 
     # -- what the trainer and the pipeline ask of every generator -----------------------------
     def describe(self) -> dict:
@@ -180,28 +155,6 @@ class CausalSidGenerator(nn.Module):
 
     def training_samples(self, split: SplitData) -> ItemWindows:
         return ItemWindows(split, self.max_len)
-
-    # -- trunk ------------------------------------------------------------------------------
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
-        """Right-aligned item ids (B, T) -> trunk states (B, T', d) of the last T' = min(T, max_len)
-        columns, less the leading columns that are padding in every row."""
-        items = items[:, -self.max_len:]
-        filled = (items > 0).any(0)
-        first = int(torch.nonzero(filled)[0]) if bool(filled.any()) else items.shape[1] - 1
-        items = items[:, first:]                                           # (B, T)
-        B, T = items.shape
-        x = self.code_emb(self.item_tokens[items]).sum(-2)                # (B, T, d); item 0 -> 0
-        if self.item_emb is not None:
-            x = x + self.item_emb(items)
-        x = x + self.pos_emb.weight[self.max_len - T:]                     # right-aligned positions
-        x = self.emb_drop(self.emb_norm(x))
-        valid = items > 0
-        eye = torch.eye(T, dtype=torch.bool, device=items.device)
-        mask = torch.ones(T, T, dtype=torch.bool, device=items.device).tril()
-        mask = (mask & (valid[:, None, :] | eye))[:, None]                 # (B, 1, T, T)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.final_norm(x)
 
     # -- training ---------------------------------------------------------------------------
     def forward(self, batch: WindowBatch) -> torch.Tensor:
@@ -288,17 +241,6 @@ def _prefix_nodes(trie: PrefixTrie, codes) -> torch.Tensor:
     for t in range(1, codes.shape[1]):
         nodes[1:, t] = trie.step_children(t - 1)[nodes[1:, t - 1], codes[1:, t - 1]].long()
     return nodes
-
-
-def _init_weights(m: nn.Module) -> None:
-    """BERT-style: N(0, 0.02) weights, zero biases (the padding token's embedding stays 0)."""
-    if isinstance(m, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(m.weight, std=0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
-            with torch.no_grad():
-                m.weight[m.padding_idx].zero_()
 
 
 def head_log_prob(model: CausalSidGenerator, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

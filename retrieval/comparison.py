@@ -27,6 +27,7 @@ SEED_BINDINGS = {
     "train_rqvae.py": "make_tokenizer.seed",
     "train_onerec.py": "OneRecTrainer.seed",
     "train_sasrec.py": "ScorerTrainer.seed",
+    "train_cf.py": "CFTrainer.seed",
     "evaluate_baseline.py": None,
 }
 
@@ -36,7 +37,7 @@ class RunSpec:
     """One script invocation of the comparison."""
 
     model: str
-    kind: str                      # "semantic_ids" | "generative" | "scorer" | "baseline"
+    kind: str                      # "semantic_ids" | "generative" | "scorer" | "cf" | "baseline"
     script: str
     gin_files: tuple
     seed: int
@@ -64,11 +65,13 @@ class Comparison:
     data_gin: the dataset config shared by every run (also used to load the split for the report).
     semantic_ids: gin files of scripts/train_rqvae.py (stage 1, one artifact per seed).
     generative: {model name: gin files of scripts/train_onerec.py}.
-    scorers: {model name: gin files of scripts/train_sasrec.py}.
+    scorers: {model name: gin files of scripts/train_sasrec.py} (SASRec family, GRU4Rec, BERT4Rec).
+    cf_models: {model name: gin files of scripts/train_cf.py}: the learned user-ID baselines
+        (BPR-MF, NCF), one run per seed like the scorers.
     baselines: gin files of scripts/evaluate_baseline.py (popularity + co-occurrence), or empty.
     extra_params: gin bindings appended to every run (e.g. smaller epochs for a smoke run).
     kind_params: {kind: gin bindings} appended to the runs of one kind only ("semantic_ids",
-        "generative", "scorer", "baseline"), for bindings only that script knows, e.g.
+        "generative", "scorer", "cf", "baseline"), for bindings only that script knows, e.g.
         {'generative': ['OneRecTrainer.max_minutes = 10']}.
     jobs: how many runs execute at once (1 = one after another; on a GPU box with room for several
         small models, or a CPU box with cores to spare, more finish the comparison sooner).
@@ -79,6 +82,7 @@ class Comparison:
     semantic_ids: tuple = ()
     generative: dict = field(default_factory=dict)
     scorers: dict = field(default_factory=dict)
+    cf_models: dict = field(default_factory=dict)
     baselines: tuple = ()
     extra_params: tuple = ()
     kind_params: dict = field(default_factory=dict)
@@ -88,7 +92,7 @@ class Comparison:
         if self.generative and not self.semantic_ids:
             raise RecError("Comparison.generative needs Comparison.semantic_ids (the gin files of "
                            "scripts/train_rqvae.py) to build the semantic IDs it reads")
-        kinds = ("semantic_ids", "generative", "scorer", "baseline")
+        kinds = ("semantic_ids", "generative", "scorer", "cf", "baseline")
         unknown = sorted(set(self.kind_params) - set(kinds))
         if unknown:
             raise RecError(f"Comparison.kind_params: unknown kind {unknown[0]!r}; use one of {', '.join(kinds)}")
@@ -108,6 +112,9 @@ class Comparison:
         for name, files in self.scorers.items():
             for seed in self.seeds:
                 specs.append(RunSpec(name, "scorer", "train_sasrec.py", tuple(files), seed, extra("scorer")))
+        for name, files in self.cf_models.items():
+            for seed in self.seeds:
+                specs.append(RunSpec(name, "cf", "train_cf.py", tuple(files), seed, extra("cf")))
         if self.baselines:
             specs.append(RunSpec("baselines", "baseline", "evaluate_baseline.py",
                                  tuple(self.baselines), 0, tuple(self.kind_params.get("baseline", ()))))

@@ -18,9 +18,14 @@ from retrieval.evaluation.metrics import DEFAULT_KS, per_user_metric
 from retrieval.errors import RecError
 from retrieval.io import load_tensors, read_json, write_json, write_text
 
-METRICS = [f"{m}@{k}" for k in DEFAULT_KS for m in ("hr", "ndcg", "mrr")] + ["mrr"]
+METRICS = [f"{m}@{k}" for k in DEFAULT_KS for m in ("hr", "ndcg", "mrr")] + ["mrr", "auc", "gauc"]
 TABLE_COLS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "hr@50",
-              "ndcg@50", "mrr"]
+              "ndcg@50", "mrr", "auc", "gauc"]
+AUC_NOTE = ("AUC = mean over users of 1 - (rank - 1) / (C - 1), rank the target's 1-based pessimistic "
+            "rank among the user's C candidates (protocol of the table; history excluded per the "
+            "protocol); GAUC = the same per-user AUCs weighted by the user's number of training "
+            "interactions. A generator's target outside its beam gets the mean rank of the items it "
+            "did not rank (random-order expectation), so its AUC is about 0.5 on a miss.")
 
 
 def _stage(results: dict, model: str, stage: str) -> dict:
@@ -239,7 +244,7 @@ def _markdown(r: dict) -> str:
              f"Protocol: {json.dumps(p)}. **exclude_history = {p.get('exclude_history')}**. "
              f"Git commit `{r['git_commit']}`. Hardware: {r['hardware']}.\n",
              "## Test — full ranking (mean ± std over seeds; best per column in bold)\n",
-             _fmt_table(r["test"][FULL], TABLE_COLS),
+             _fmt_table(r["test"][FULL], TABLE_COLS), f"\n{AUC_NOTE}\n",
              "\n## Test — sampled-100 (secondary protocol; scorers only)\n",
              _fmt_table(r["test"][SAMPLED], TABLE_COLS),
              "\n## Validation — full ranking\n", _fmt_table(r["valid"][FULL], TABLE_COLS)]

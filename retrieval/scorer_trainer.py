@@ -1,8 +1,9 @@
-"""The training loop every scorer variant shares (SASRec / TiSASRec, ± mHC, any loss).
+"""The training loop every scorer variant shares (SASRec / TiSASRec ± mHC, GRU4Rec, BERT4Rec; any loss).
 
 Examples are SASRec's: for each user with ≥ 2 training items, input = train[:-1] and targets =
 train[1:] (the last `maxlen` of each, right-aligned, left-padded); every non-padding position is a
-prediction. Batches are built by one vectorised gather per batch and trimmed to the longest row, so
+prediction. A model with `training_sequences(split)` supplies its own examples in the same form
+(BERT4Rec: masked items as input, targets only at the masked positions). Batches are built by one vectorised gather per batch and trimmed to the longest row, so
 there is no DataLoader and no worker queue. Negatives come from a NegativeSampler, for the flattened
 non-padding positions only (its hooks: bind_item_embeddings once, set_epoch every epoch, the
 sequence states with every draw). Losses score through the model's similarity head; optional
@@ -268,7 +269,8 @@ class ScorerTrainer:
         model.to(self.device)
         self._runner = distributed.wrap(model, find_unused_parameters=True)
         optimizer = self._optimizer(model)
-        data = TrainingSequences(split, model.maxlen)
+        data = (model.training_sequences(split) if hasattr(model, "training_sequences")
+                else TrainingSequences(split, model.maxlen))
         if hasattr(sampler, "bind_item_embeddings"):                       # hard negatives
             sampler.bind_item_embeddings(lambda: model.item_emb.weight)
         signature = {"variant": model.variant, "model": model.config, "dataset": split.name,
@@ -296,9 +298,9 @@ class ScorerTrainer:
             sampler.load_state(st["sampler"])
             if aux is not None:
                 aux.load_state(st.get("auxiliary"))
-            _truncate_metrics(metrics.path, epoch)         # path is None off rank 0
+            truncate_metrics(metrics.path, epoch)         # path is None off rank 0
         else:                       # a fresh start: drop lines of a run killed before its 1st checkpoint
-            _truncate_metrics(metrics.path, 0)
+            truncate_metrics(metrics.path, 0)
 
         val_eval = Evaluator(sampled=False, progress=False)
         val_users = np.arange(split.num_users)
@@ -431,7 +433,7 @@ def check_signature(path: Path, expected: dict) -> None:
                            f"{expected[key]}; use the matching config or a fresh --run_dir")
 
 
-def _truncate_metrics(path: Path | None, epoch: int) -> None:
+def truncate_metrics(path: Path | None, epoch: int) -> None:
     """Drop metric lines written after the checkpoint a resumed run restarts from."""
     if path is None or not path.is_file():
         return
@@ -447,6 +449,8 @@ def _save_ranks(path: Path, valid, test) -> None:
     for name, res in (("valid", valid), ("test", test)):
         for proto, r in res.ranks.items():
             arrays[f"{name}_{proto.replace('-', '_')}"] = r
+        for proto, c in res.candidates.items():                           # for per-user AUC
+            arrays[f"{name}_{proto.replace('-', '_')}_candidates"] = c
 
     def _w(tmp):
         with open(tmp, "wb") as f:

@@ -45,22 +45,27 @@ class SemanticIds:
     def num_disambiguation(self) -> int:
         return int(self.codes[1:, -1].max()) + 1 if self.num_items else 1
 
+    def _radices(self) -> list[int]:
+        return [self.codebook_size] * self.levels + [self.num_disambiguation]
+
+    def _narrow(self) -> bool:
+        """Whether full IDs fit a mixed-radix int64 key (wide IDs, e.g. 32 OPQ codes, do not)."""
+        return float(np.prod(np.array(self._radices(), dtype=np.float64))) < 2.0 ** 62
+
     def _id_keys(self, ids: np.ndarray) -> np.ndarray:
-        """Mixed-radix int64 key of full IDs (..., L+1); equal keys <=> equal IDs."""
-        radices = [self.codebook_size] * self.levels + [self.num_disambiguation]
-        if float(np.prod(np.array(radices, dtype=np.float64))) >= 2.0 ** 62:
-            raise RecError(f"semantic IDs with {self.levels} levels of {self.codebook_size} codes are "
-                           "too wide for an int64 lookup key; use fewer levels or codes")
+        """Mixed-radix int64 key of full IDs (..., L+1); equal keys <=> equal IDs (narrow IDs)."""
         key = np.zeros(ids.shape[:-1], dtype=np.int64)
-        for col, r in enumerate(radices):
+        for col, r in enumerate(self._radices()):
             key = key * int(r) + ids[..., col]
         return key
 
     def items_by_id(self) -> np.ndarray:
         """(N,) item ids ordered by their full ID (lexicographic): the ID -> item map."""
         if getattr(self, "_items_by_id", None) is None:
-            keys = self._id_keys(self.codes[1:])
-            self._items_by_id = np.argsort(keys, kind="stable").astype(np.int64) + 1
+            rows = self.codes[1:]
+            order = (np.argsort(self._id_keys(rows), kind="stable") if self._narrow()
+                     else np.lexsort(rows.T[::-1]))
+            self._items_by_id = order.astype(np.int64) + 1
         return self._items_by_id
 
     def ids_of(self, items: np.ndarray) -> np.ndarray:
@@ -72,11 +77,16 @@ class SemanticIds:
         ids = np.asarray(ids, dtype=np.int64)
         if self.num_items == 0:
             return np.zeros(ids.shape[:-1], dtype=np.int64)
-        radices = np.array([self.codebook_size] * self.levels + [self.num_disambiguation])
-        valid = ((ids >= 0) & (ids < radices)).all(-1)
-        keys = self._id_keys(np.where(valid[..., None], ids, 0))
+        valid = ((ids >= 0) & (ids < np.array(self._radices()))).all(-1)
         order = self.items_by_id()
-        sorted_keys = self._id_keys(self.codes[order])
+        queries = np.where(valid[..., None], ids, 0)
+        if self._narrow():
+            keys, sorted_keys = self._id_keys(queries), self._id_keys(self.codes[order])
+        else:   # rank every row among the catalogue's and the queries' rows: equal rows, equal rank
+            flat = queries.reshape(-1, ids.shape[-1])
+            _, rank = np.unique(np.concatenate([self.codes[order], flat]), axis=0, return_inverse=True)
+            rank = rank.reshape(-1)
+            sorted_keys, keys = rank[:len(order)], rank[len(order):].reshape(ids.shape[:-1])
         pos = np.minimum(np.searchsorted(sorted_keys, keys), len(order) - 1)
         return np.where(valid & (sorted_keys[pos] == keys), order[pos], 0)
 

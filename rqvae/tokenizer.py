@@ -14,6 +14,7 @@ import numpy as np
 
 from retrieval import gin_values
 from retrieval.errors import RecError
+from rqvae.product_quantizer import OPQTokenizer
 from rqvae.residual_kmeans import BalancedRQKMeans, RQKMeans
 from rqvae.rqvae_model import RQVAETokenizer
 
@@ -30,7 +31,8 @@ class Tokenizer(Protocol):
     def weights(self) -> dict: ...
 
 
-TOKENIZERS = {"rqvae": RQVAETokenizer, "rqkmeans": RQKMeans, "balanced_rqkmeans": BalancedRQKMeans}
+TOKENIZERS = {"rqvae": RQVAETokenizer, "rqkmeans": RQKMeans, "balanced_rqkmeans": BalancedRQKMeans,
+              "opq": OPQTokenizer}
 
 
 @gin.configurable

@@ -1,4 +1,5 @@
-"""Train one scorer variant (SASRec / TiSASRec, ± mHC) and write results.json.
+"""Train one scorer (SASRec / TiSASRec ± mHC, GRU4Rec, BERT4Rec: `make_scorer.kind`) and write
+results.json.
 
     python scripts/train_sasrec.py --gin_file configs/amazon-beauty/sasrec-bce.gin --run_dir runs/x
     python scripts/train_sasrec.py --gin_file ... --run_dir runs/x --resume     # after a crash
@@ -24,7 +25,7 @@ from retrieval.auxiliary_losses import build_auxiliary_losses  # noqa: E402
 from retrieval.data import load_split  # noqa: E402
 from retrieval.io import write_json  # noqa: E402
 from retrieval.losses import ScorerLoss  # noqa: E402
-from retrieval.models import SequentialScorer  # noqa: E402
+from retrieval.models import make_scorer  # noqa: E402
 from retrieval.negatives import build_negative_sampler  # noqa: E402
 import retrieval.samplers  # noqa: E402,F401  (registers popularity/hard/mixture/... samplers)
 from retrieval.samplers import wants_content_embeddings  # noqa: E402
@@ -39,7 +40,7 @@ def main(args, run_dir: Path) -> None:
     loss = ScorerLoss()
     set_seed(trainer.seed)
     split = load_split()
-    model = SequentialScorer(num_items=split.num_items)
+    model = make_scorer(num_items=split.num_items)
     sampler = build_negative_sampler(split, fallback_seed=trainer.seed)
     if wants_content_embeddings(sampler):     # hard negatives in the semantic-ID stage's space
         sampler.bind_item_embeddings(item_embeddings(split).vectors)
@@ -66,10 +67,10 @@ def main(args, run_dir: Path) -> None:
     v, t = result["valid"]["full"], result["test"]["full"]
     print(f"{model.variant}/{loss.name} on {split.name}: best epoch {result['best_epoch']}, "
           f"valid NDCG@10 {v['ndcg@10']:.4f} HR@10 {v['hr@10']:.4f} | test NDCG@10 {t['ndcg@10']:.4f} "
-          f"HR@10 {t['hr@10']:.4f} (full ranking) -> {run_dir / 'results.json'}")
+          f"HR@10 {t['hr@10']:.4f} AUC {t['auc']:.4f} (full ranking) -> {run_dir / 'results.json'}")
 
 
 if __name__ == "__main__":
-    cli.run(main, "Train a SASRec-family scorer.",
+    cli.run(main, "Train a sequential scorer (SASRec family, GRU4Rec, BERT4Rec).",
             extra_args=lambda p: p.add_argument("--resume", action="store_true",
                                                 help="continue from run_dir/checkpoints/last"))

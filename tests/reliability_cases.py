@@ -38,9 +38,8 @@ SCORER_TINY = ["ScorerTrainer.num_epochs=2", "ScorerTrainer.eval_every=1", "Scor
                "SequentialScorer.maxlen=10", "SequentialScorer.num_blocks=1", "Evaluator.progress=False"]
 SID_TINY = ["make_tokenizer.name='rqkmeans'", "make_tokenizer.levels=2", "make_tokenizer.codebook_size=4",
             "item_embeddings.source='collaborative'", "item_embeddings.dim=8"]
-ONEREC_TINY = ["CausalSidGenerator.d_model=16", "CausalSidGenerator.num_heads=2",
-               "CausalSidGenerator.num_layers=1", "CausalSidGenerator.head_hidden=16",
-               "CausalSidGenerator.max_len=10", "OneRecTrainer.max_steps=4", "OneRecTrainer.batch_size=16",
+ONEREC_TINY = ["ParallelSidGenerator.d_model=16", "ParallelSidGenerator.num_heads=2",
+               "ParallelSidGenerator.num_layers=1", "ParallelSidGenerator.max_len=10", "OneRecTrainer.max_steps=4", "OneRecTrainer.batch_size=16",
                "OneRecTrainer.warmup_steps=2", "OneRecTrainer.checkpoint_every_steps=2",
                "OneRecTrainer.progress=False", "Evaluator.progress=False"]
 AMBIGUOUS_TITLE = "Twin Peaks (1990)"
@@ -433,9 +432,9 @@ CASES: list[Case] = [
     Case("sid-safetensors-truncated", "train_onerec.py", "semantic_ids.safetensors cut in half",
          _onerec_damaged_sid(), "cannot read safetensors",
          prepare=_sid_copy(_truncate("semantic_ids.safetensors"))),
-    Case("beam-narrower-than-k", "train_onerec.py", "CausalSidGenerator.beam_width=20 < K=50",
-         _onerec("CausalSidGenerator.beam_width=20"),
-         "CausalSidGenerator.beam_width=20 is smaller than the largest cut-off K=50"),
+    Case("beam-narrower-than-k", "train_onerec.py", "ParallelSidGenerator.beam_width=20 < K=50",
+         _onerec("ParallelSidGenerator.beam_width=20"),
+         "ParallelSidGenerator.beam_width=20 is smaller than the largest cut-off K=50"),
     Case("onerec-resume-without-checkpoint", "train_onerec.py", "--resume on an empty run_dir",
          lambda w, rd: _onerec()(w, rd) + ["--resume"], "--resume given but"),
     Case("onerec-resume-truncated-checkpoint", "train_onerec.py", "--resume from a truncated last.safetensors",

@@ -225,7 +225,8 @@ def test_script_refuses_a_beam_narrower_than_k(tmp_path, synthetic_sids):
 
 
 @pytest.mark.parametrize("dataset", ["amazon-beauty", "ml-latest-small", "ml-25m", "synthetic"])
-@pytest.mark.parametrize("config,kind", [("onerec", "causal"), ("onerec-tiger", "tiger")])
+@pytest.mark.parametrize("config,kind", [("onerec", "parallel"), ("onerec-causal", "causal"),
+                                         ("onerec-tiger", "tiger")])
 def test_frozen_configs_parse_and_keep_the_protocol(dataset, config, kind, monkeypatch):
     import onerec.pipeline  # noqa: F401  (registers the configurables)
     from retrieval.evaluation import Evaluator as Ev
@@ -241,5 +242,8 @@ def test_frozen_configs_parse_and_keep_the_protocol(dataset, config, kind, monke
         model = make_generator(random_sids(20, levels=3, codebook_size=4))
         assert generator_kind(model) == kind
         assert model.beam_width == 50 and model.exclude_history
+        if kind == "parallel":                # the default: catalogue softmax over OPQ IDs
+            assert model.objective == "items" and model.temperature == 0.07
+            assert gin.query_parameter("train_onerec.semantic_ids_dir").endswith("-opq")
     finally:
         gin.clear_config()

@@ -159,5 +159,8 @@ def test_frozen_configs_parse_and_select_their_tokenizer(dataset):
             assert tok.codebook_size == (64 if dataset == "synthetic" else 256)
             if name != "rqvae":
                 assert tok.pca_dim == 24
+        cli.parse_gin([str(ROOT / "configs" / dataset / "opq.gin")], [])
+        tok = make_tokenizer()                       # the default generator's long IDs
+        assert (tok.name, tok.levels, tok.codebook_size, tok.opq_iterations) == ("opq", 32, 256, 20)
     finally:
         gin.clear_config()

@@ -1,5 +1,7 @@
 """One evaluator for every model (SPEC §3)."""
 from retrieval.evaluation.evaluator import EvalResult, Evaluator
-from retrieval.evaluation.metrics import DEFAULT_KS, MISS, metrics_from_ranks, per_user_metric
+from retrieval.evaluation.metrics import (DEFAULT_KS, MISS, metrics_from_ranks, per_user_auc,
+                                          per_user_metric)
 
-__all__ = ["DEFAULT_KS", "EvalResult", "Evaluator", "MISS", "metrics_from_ranks", "per_user_metric"]
+__all__ = ["DEFAULT_KS", "EvalResult", "Evaluator", "MISS", "metrics_from_ranks", "per_user_auc",
+           "per_user_metric"]

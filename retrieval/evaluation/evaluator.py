@@ -8,8 +8,11 @@ from the candidates, except the target itself (a re-consumed target stays rankab
 Ties are pessimistic: a scorer's rank is the number of other candidates whose score is *not below*
 the target's, so equal scores count against the target, and so does NaN (a NaN is incomparable; a
 NaN target therefore ranks last among the candidates). Users are processed in batches; every step
-is an array op. Memory is bounded by the user batch: one (batch_size, N+1) score matrix at a time
-(512 x 60k float32 = 123 MB at ML-25M scale), so no chunking over items is needed.
+is an array op. Beside each rank the evaluator keeps the user's number of candidates (all N items
+minus the excluded history, so it differs per user) and, for a generator, how many of them it
+ranked: per-user AUC and GAUC (metrics.per_user_auc) need both. Memory is bounded by the user
+batch: one (batch_size, N+1) score matrix at a time (512 x 60k float32 = 123 MB at ML-25M scale),
+so no chunking over items is needed.
 
 Under torchrun (retrieval.distributed) each rank ranks every W-th user and the per-user ranks are
 gathered on all ranks, so metrics equal the single-process ones and every rank can act on them.
@@ -41,9 +44,13 @@ SAMPLED = "sampled-100"
 class EvalResult:
     """Metrics of one stage ("valid"/"test") per protocol, plus per-user ranks for paired tests.
 
-    metrics: {"full": {"ndcg@10": ...}, "sampled-100": {...}} (sampled only for scorers).
+    metrics: {"full": {"ndcg@10": ..., "auc": ..., "gauc": ...}, "sampled-100": {...}} (sampled
+             only for scorers).
     ranks:   {"full": (U,) int64, ...} pessimistic 0-based ranks, MISS for a miss.
     users:   (U,) user rows evaluated, in the order of `ranks`.
+    candidates: {"full": (U,) int64, ...} each user's number of candidates, the target included.
+    ranked:  {"full": (U,) int64, ...} how many of them the model ranked (= candidates for a
+             scorer; a generator's valid returned items).
     """
 
     stage: str
@@ -52,6 +59,8 @@ class EvalResult:
     users: np.ndarray
     exclude_history: bool
     info: dict = field(default_factory=dict)
+    candidates: dict = field(default_factory=dict)
+    ranked: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {"stage": self.stage, "exclude_history": self.exclude_history,
@@ -106,6 +115,14 @@ def _history_pairs(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray, tar
     hi = items[hflat]
     keep = hi != target[hpos]
     return hpos[keep], hi[keep]
+
+
+def _distinct_per_row(hist_b: np.ndarray, hist_i: np.ndarray, rows: int, num_items: int) -> np.ndarray:
+    """(rows,) number of distinct items per batch row among the (row, item) pairs, repeats counted once."""
+    if not len(hist_b):
+        return np.zeros(rows, dtype=np.int64)
+    keys = np.unique(hist_b * (num_items + 1) + hist_i)
+    return np.bincount(keys // (num_items + 1), minlength=rows).astype(np.int64)
 
 
 _LANE_COLS = 8 * 255     # bool columns per group of 255 uint64 words (see _row_counts)
@@ -269,6 +286,8 @@ class Evaluator:
             users = users[mine]
             negs = negs[mine] if do_sampled else None
         full_ranks = np.empty(len(users), dtype=np.int64)
+        full_cands = np.empty(len(users), dtype=np.int64)     # candidates per user, target included
+        full_ranked = np.empty(len(users), dtype=np.int64)    # of which the model ranked
         samp_ranks = np.empty(len(users), dtype=np.int64) if do_sampled else None
         counter = _RankCounter()
         it = range(0, len(users), self.batch_size)
@@ -281,31 +300,41 @@ class Evaluator:
                 hb, hi = (_history_pairs(offsets, items, rows, target_np)
                           if self.exclude_history else (np.empty(0, np.int64), np.empty(0, np.int64)))
                 target = torch.from_numpy(target_np).to(device)
+                cut = slice(s, s + len(rows))
+                full_cands[cut] = split.num_items - _distinct_per_row(hb, hi, len(rows), split.num_items)
                 if is_scorer:
                     r, sr = self._rank_scores(model, batch, target, hb, hi, split.num_items,
                                               negs[s:s + len(rows)] if do_sampled else None,
                                               counter)
-                    full_ranks[s:s + len(rows)] = r
+                    full_ranks[cut], full_ranked[cut] = r, full_cands[cut]
                     if do_sampled:
-                        samp_ranks[s:s + len(rows)] = sr
+                        samp_ranks[cut] = sr
                 else:
-                    full_ranks[s:s + len(rows)] = self._rank_generated(model, batch, target, hb, hi,
-                                                                       split.num_items)
+                    full_ranks[cut], full_ranked[cut] = self._rank_generated(model, batch, target, hb,
+                                                                             hi, split.num_items)
         finally:
             counter.close()
             if was_training:
                 model.train()
         if mine is not None:
             full_ranks = distributed.all_gather_rows(full_ranks, mine, len(all_users))
+            full_cands = distributed.all_gather_rows(full_cands, mine, len(all_users))
+            full_ranked = distributed.all_gather_rows(full_ranked, mine, len(all_users))
             if do_sampled:
                 samp_ranks = distributed.all_gather_rows(samp_ranks, mine, len(all_users))
             users = all_users
-        metrics = {FULL: metrics_from_ranks(full_ranks, self.ks, full_mrr=is_scorer)}
-        ranks = {FULL: full_ranks}
+        weights = split.train_lengths[users]                 # GAUC: training interactions per user
+        metrics = {FULL: metrics_from_ranks(full_ranks, self.ks, full_mrr=is_scorer,
+                                            num_candidates=full_cands, num_ranked=full_ranked,
+                                            weights=weights)}
+        ranks, cands, ranked = {FULL: full_ranks}, {FULL: full_cands}, {FULL: full_ranked}
         if do_sampled:
-            metrics[SAMPLED] = metrics_from_ranks(samp_ranks, self.ks)
-            ranks[SAMPLED] = samp_ranks
-        return EvalResult(stage, metrics, ranks, users, self.exclude_history)
+            samp_cands = np.full(len(users), self.num_sampled + 1, dtype=np.int64)
+            metrics[SAMPLED] = metrics_from_ranks(samp_ranks, self.ks, num_candidates=samp_cands,
+                                                  weights=weights)
+            ranks[SAMPLED], cands[SAMPLED], ranked[SAMPLED] = samp_ranks, samp_cands, samp_cands
+        return EvalResult(stage, metrics, ranks, users, self.exclude_history, candidates=cands,
+                          ranked=ranked)
 
     def _rank_scores(self, model, batch, target, hist_b, hist_i, num_items, negs, counter):
         """Pessimistic 0-based ranks of the targets: full ranking, and sampled when `negs` is given.
@@ -330,7 +359,8 @@ class Evaluator:
         return counter(scores, t_score, target, hist_b, hist_i), samp
 
     def _rank_generated(self, model, batch, target, hist_b, hist_i, num_items):
-        """0-based position of the target among the valid generated items (MISS when absent).
+        """0-based position of the target among the valid generated items (MISS when absent), and
+        the number of valid generated items per row (what AUC credits as ranked).
 
         Valid = a real item id (1..N), first occurrence in its row, and (with exclude_history) not
         in the input history unless it is the target; invalid items are dropped and the list is
@@ -358,4 +388,4 @@ class Evaluator:
         before = torch.cumsum(valid.long(), 1) - 1                                # rank among valid
         r = torch.where(hit.any(1), before.gather(1, hit.long().argmax(1, keepdim=True))[:, 0],
                         torch.full_like(target, MISS))
-        return r.cpu().numpy()
+        return r.cpu().numpy(), valid.sum(1).cpu().numpy()

@@ -8,20 +8,22 @@ results.json (one per run directory):
      "dataset": {"name", "fingerprint", "counts": SplitData.stats()},
      "config_hash", "env"}
 A stage section is EvalResult.to_json(): {"stage", "exclude_history", "num_users",
-"full": {"hr@10": ...}, "sampled-100": {...}}.
+"full": {"hr@10": ..., "auc": ..., "gauc": ...}, "sampled-100": {...}}: AUC and GAUC sit under
+the protocol they were computed in (full-ranking AUC under "full").
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import gin
+import numpy as np
 
 from retrieval.data.types import SplitData
 from retrieval.evaluation.evaluator import FULL, SAMPLED, EvalResult
 from retrieval.errors import RecError
 from retrieval.io import fingerprint, load_tensors, read_json, save_tensors, write_json
 
-TABLE_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50", "mrr")
+TABLE_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50", "mrr", "auc", "gauc")
 
 
 def dataset_json(split: SplitData) -> dict:
@@ -39,13 +41,21 @@ def results_json(models: dict[str, dict[str, EvalResult]], protocol: dict, split
 
 
 def save_ranks(path: Path, models: dict[str, dict[str, EvalResult]]) -> None:
-    """Per-user ranks for later paired tests: keys "<model>/<stage>/<protocol>" and "<model>/<stage>/users"."""
+    """Per-user ranks for later paired tests: keys "<model>/<stage>/<protocol>" and
+    "<model>/<stage>/users", and what per-user AUC needs beside a rank:
+    "<model>/<stage>/candidates/<protocol>" and, where the model did not rank every candidate (a
+    generator), "<model>/<stage>/ranked/<protocol>"."""
     tensors = {}
     for m, stages in models.items():
         for st, r in stages.items():
             tensors[f"{m}/{st}/users"] = r.users
             for proto, ranks in r.ranks.items():
                 tensors[f"{m}/{st}/{proto}"] = ranks
+            for proto, counts in r.candidates.items():
+                tensors[f"{m}/{st}/candidates/{proto}"] = counts
+                ranked = r.ranked.get(proto)
+                if ranked is not None and not np.array_equal(ranked, counts):
+                    tensors[f"{m}/{st}/ranked/{proto}"] = ranked
     save_tensors(path, tensors)
 
 
@@ -60,10 +70,13 @@ def load_result(run_dir: Path, model: str, stage: str) -> EvalResult:
     tensors = load_tensors(run_dir / "ranks.safetensors")
     sec = record["models"][model][stage]
     prefix = f"{model}/{stage}/"
-    ranks = {k[len(prefix):]: v.numpy() for k, v in tensors.items()
-             if k.startswith(prefix) and k != prefix + "users"}
+    mine = {k[len(prefix):]: v.numpy() for k, v in tensors.items() if k.startswith(prefix)}
+    ranks = {k: v for k, v in mine.items() if "/" not in k and k != "users"}
+    cands = {k.split("/", 1)[1]: v for k, v in mine.items() if k.startswith("candidates/")}
+    ranked = {p: mine.get(f"ranked/{p}", c) for p, c in cands.items()}     # absent: all ranked
     metrics = {p: sec[p] for p in ranks}
-    return EvalResult(stage, metrics, ranks, tensors[prefix + "users"].numpy(), sec["exclude_history"])
+    return EvalResult(stage, metrics, ranks, mine["users"], sec["exclude_history"], candidates=cands,
+                      ranked=ranked)
 
 
 def format_table(models: dict[str, dict[str, EvalResult]], metrics=TABLE_METRICS) -> str:

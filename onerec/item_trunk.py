@@ -1,0 +1,88 @@
+"""The trunk both item-level generators share: one position per history item, built from the item's
+semantic-ID code embeddings (no per-item table), read by a causal pre-LN Transformer.
+
+    item i ─ code_scale · Σ_l C[token_l(i)] (+ optional per-item embedding) + position ─ LayerNorm
+      ─ dropout ─ num_layers × CausalBlock ─ LayerNorm ─ state h_t (one per item)
+
+The state at position t sees items 1..t only, so one forward pass gives a prediction at every
+position (SASRec-style all-position training).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onerec.vocab import PAD, SidVocab
+
+
+class CausalBlock(nn.Module):
+    """Pre-LN Transformer block: x + Attn(LN(x)), then x + FFN(LN(x)) (GELU, d -> ffn_mult·d -> d)."""
+
+    def __init__(self, dim: int, heads: int, ffn_mult: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, d); mask (B, 1, T, T) bool, True = query may attend key."""
+        q, k, v = self.qkv(self.ln1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.proj(a.transpose(1, 2).flatten(-2)))      # (B, T, d)
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class ItemTrunk(nn.Module):
+    """Base of the item-level generators: builds the trunk's modules (`build_trunk`) and `encode`s
+    right-aligned histories. Subclasses set `item_tokens` (N+1, L+1) before calling `encode`."""
+
+    def build_trunk(self, vocab: SidVocab, num_items: int, d_model: int, num_layers: int,
+                    num_heads: int, ffn_mult: int, dropout: float, max_len: int,
+                    item_id_input: bool = False, code_scale: float = 1.0) -> None:
+        self.max_len, self.code_scale = int(max_len), float(code_scale)
+        self.code_emb = nn.Embedding(vocab.size, d_model, padding_idx=PAD)
+        self.pos_emb = nn.Embedding(self.max_len, d_model)
+        self.emb_norm = nn.LayerNorm(d_model)
+        self.emb_drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(CausalBlock(d_model, num_heads, ffn_mult, dropout)
+                                    for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(d_model)
+        self.item_emb = nn.Embedding(num_items + 1, d_model, padding_idx=0) if item_id_input else None
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """Right-aligned item ids (B, T) -> trunk states (B, T', d) of the last T' = min(T, max_len)
+        columns, less the leading columns that are padding in every row."""
+        items = items[:, -self.max_len:]
+        filled = (items > 0).any(0)
+        first = int(torch.nonzero(filled)[0]) if bool(filled.any()) else items.shape[1] - 1
+        items = items[:, first:]                                           # (B, T)
+        T = items.shape[1]
+        x = self.code_emb(self.item_tokens[items]).sum(-2)                # (B, T, d); item 0 -> 0
+        if self.code_scale != 1.0:
+            x = x * self.code_scale
+        if self.item_emb is not None:
+            x = x + self.item_emb(items)
+        x = x + self.pos_emb.weight[self.max_len - T:]                     # right-aligned positions
+        x = self.emb_drop(self.emb_norm(x))
+        valid = items > 0
+        eye = torch.eye(T, dtype=torch.bool, device=items.device)
+        mask = torch.ones(T, T, dtype=torch.bool, device=items.device).tril()
+        mask = (mask & (valid[:, None, :] | eye))[:, None]                 # (B, 1, T, T)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+
+def init_weights(m: nn.Module) -> None:
+    """BERT-style: N(0, 0.02) weights, zero biases (the padding token's embedding stays 0)."""
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            with torch.no_grad():
+                m.weight[m.padding_idx].zero_()

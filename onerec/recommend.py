@@ -86,12 +86,12 @@ class Recommender:
         self.model.eval()
         self.scorer = None
         if scorer_run is not None:
-            from retrieval.models import SequentialScorer
+            from retrieval.models.scorers import make_scorer
             fp = read_json(self.scorer_run / "results.json").get("dataset", {}).get("fingerprint")
             if fp != self.split.fingerprint:
                 raise RecError(f"{self.scorer_run} was trained on another dataset split "
                                f"({fp} != {self.split.fingerprint}); use runs on the same data")
-            self.scorer = SequentialScorer(num_items=self.split.num_items)
+            self.scorer = make_scorer(num_items=self.split.num_items)     # SASRec, GRU4Rec, BERT4Rec
             load_checkpoint(self.scorer_run / BEST, self.scorer, restore_rng=False)
             self.scorer.eval()
         cat = self.split.catalogue

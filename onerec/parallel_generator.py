@@ -10,8 +10,8 @@ Training: the state at position t predicts the ID of item t+1, every position su
 item_windows), loss = the mean over codebooks of the codes' cross-entropies (objective 'codes'), or
 the cross-entropy over the catalogue's items, each item's logit built from its code embeddings
 (objective 'items', see the class docstring). Decoding is exact: the
-log-probabilities of every codebook are gathered for every catalogue item (one sparse (N x M·K)
-product per batch of users), history items are excluded and the top-K items are returned, so every
+log-probabilities of every codebook are gathered and summed for every catalogue item (one
+`embedding_bag` per batch of users), history items are excluded and the top-K items are returned, so every
 output is a real item and the ranking is the model's own item score, not a beam approximation.
 
 The IDs are meant to be long (e.g. 32 OPQ codes of 256, rqvae.product_quantizer): the codebooks
@@ -19,8 +19,6 @@ describe independent subspaces, so the joint ID is specific to an item while eac
 many items, and a new item is scored from its codes alone.
 """
 from __future__ import annotations
-
-import warnings
 
 import gin
 import torch
@@ -92,20 +90,14 @@ class ParallelSidGenerator(ItemTrunk):
         self.num_heads_out = self.vocab.levels + (1 if self.vocab.num_disambiguation > 1 else 0)
         self.build_trunk(self.vocab, self.num_items, d_model, num_layers, num_heads, ffn_mult, dropout,
                          max_len, code_scale=self.vocab.id_length ** -0.5)
-        self.proj = nn.Linear(d_model, self.num_heads_out * d_model)
+        # the per-codebook projections P_m (objective 'codes' only: 'items' scores h itself)
+        self.proj = nn.Linear(d_model, self.num_heads_out * d_model) if objective == "codes" else None
         self.apply(init_weights)
         lo = int(self.vocab.offsets[0])
-        width = int(self.vocab.widths[:self.num_heads_out].sum())
-        self.code_range = (lo, width)                       # token lo + j = flat code column j
-        rows = torch.arange(self.num_items + 1).repeat_interleave(self.num_heads_out)
-        cols = (tokens[:, :self.num_heads_out] - lo).clamp(min=0).reshape(-1)    # row 0: unused
-        # (N+1, M·K [+ D]) sparse one-hot rows: item n's score = its row · the flat code log-probs
-        with torch.sparse.check_sparse_tensor_invariants(True):
-            onehot = torch.sparse_coo_tensor(torch.stack([rows, cols]), torch.ones(len(rows)),
-                                             (self.num_items + 1, width))
-        with warnings.catch_warnings():                 # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            self.register_buffer("item_codes", onehot.coalesce().to_sparse_csr(), persistent=False)
+        self.code_range = (lo,)                             # token lo + j = flat code column j
+        # item n's score = Σ over its codes of the flat code log-probs at columns item_cols[n]
+        cols = (tokens[:, :self.num_heads_out] - lo).clamp(min=0)                # row 0: unused
+        self.register_buffer("item_cols", cols.contiguous(), persistent=False)   # (N+1, heads)
 
     # -- what the trainer and the pipeline ask of every generator -----------------------------
     def describe(self) -> dict:
@@ -124,6 +116,9 @@ class ParallelSidGenerator(ItemTrunk):
     # -- the heads ---------------------------------------------------------------------------
     def code_log_probs(self, h: torch.Tensor) -> list:
         """States (P, d) -> per head the log-probabilities of its codes [(P, width_m)]."""
+        if self.proj is None:
+            raise RecError("ParallelSidGenerator.code_log_probs needs objective='codes' (per-codebook "
+                           "heads); the 'items' objective scores items with item_scores")
         z = self.proj(h).unflatten(-1, (self.num_heads_out, -1))         # (P, M, d)
         lo = self.code_range[0]
         K, L = self.vocab.codebook_size, self.vocab.levels
@@ -193,7 +188,8 @@ class ParallelSidGenerator(ItemTrunk):
         if self.objective == "items":
             return self._catalogue_logits(h)
         flat = torch.cat(self.code_log_probs(h), dim=-1)                   # (U, M·K + D)
-        return _mask_padding((self.item_codes @ flat.T.contiguous()).T)    # (U, N+1)
+        summed = F.embedding_bag(self.item_cols, flat.T.contiguous(), mode="sum")   # (N+1, U)
+        return _mask_padding(summed.T)
 
     @torch.no_grad()
     def beam_search(self, batch: HistoryBatch, beam_width: int | None = None) -> BeamResult:

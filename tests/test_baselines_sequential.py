@@ -138,7 +138,7 @@ def test_the_script_writes_the_one_results_schema(kind, tmp_path):
     record = json.loads((tmp_path / "run/results.json").read_text())
     assert_results_schema(record)
     assert record["model"]["variant"] == kind and record["model"]["loss"] == "ce"
-    with np.load(tmp_path / "run/per_user_ranks.npz") as z:
+    with np.load(tmp_path / "run/per_user_ranks.npz", allow_pickle=False) as z:
         assert z["test_full_candidates"].shape == z["test_full"].shape
 
 

@@ -53,5 +53,5 @@ def test_unknown_kind_in_kind_params_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: Comparison.kind_params: unknown kind 'scorers'; use one of semantic_ids, generative, "
-        "scorer, baseline"]
+        "scorer, cf, baseline"]
     assert not (tmp_path / "r").exists()               # nothing ran: no empty run directory left

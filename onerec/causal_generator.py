@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onerec.beam_search import BeamResult, constrained_beam_search
-from onerec.item_trunk import ItemTrunk, init_weights
+from onerec.item_trunk import ItemTrunk, check_sizes, init_weights
 from onerec.item_windows import ItemWindows, WindowBatch
 from onerec.prefix_trie import PrefixTrie
 from onerec.vocab import PAD, SidVocab
@@ -111,19 +111,9 @@ class CausalSidGenerator(ItemTrunk):
                  exclude_history: bool = True, item_id_input: bool = False,
                  head_temperature: float = 0.0):
         super().__init__()
-        if d_model < 1 or num_heads < 1 or d_model % num_heads:
-            raise RecError(f"CausalSidGenerator.d_model={d_model} must be a positive multiple of "
-                           f"num_heads={num_heads}")
-        for name, v in (("num_layers", num_layers), ("ffn_mult", ffn_mult), ("max_len", max_len),
-                        ("head_hidden", head_hidden), ("beam_width", beam_width)):
-            if int(v) < 1:
-                raise RecError(f"CausalSidGenerator.{name}={v}: must be >= 1")
-        if not 0.0 <= dropout < 1.0 or not 0.0 <= label_smoothing < 1.0:
-            raise RecError(f"CausalSidGenerator.dropout={dropout} and label_smoothing="
-                           f"{label_smoothing} must be in [0, 1)")
-        if not head_temperature >= 0.0:
-            raise RecError(f"CausalSidGenerator.head_temperature={head_temperature} must be >= 0 "
-                           "(0 = dot-product code scores)")
+        check_sizes("CausalSidGenerator", d_model, num_heads, dropout, label_smoothing,
+                    head_temperature, num_layers=num_layers, ffn_mult=ffn_mult, max_len=max_len,
+                    head_hidden=head_hidden, beam_width=beam_width)
         self.vocab = SidVocab.from_semantic_ids(sids, 0)
         self.trie = PrefixTrie(self.vocab, sids.codes)
         self.register_buffer("item_tokens", torch.from_numpy(self.vocab.item_tokens(sids)),

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onerec.vocab import PAD, SidVocab
+from retrieval.errors import RecError
 
 
 class CausalBlock(nn.Module):
@@ -75,6 +76,21 @@ class ItemTrunk(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         return self.final_norm(x)
+
+
+def check_sizes(owner: str, d_model: int, num_heads: int, dropout: float, label_smoothing: float,
+                head_temperature: float, **positive: int) -> None:
+    """One clear RecError, naming `owner`'s binding, for sizes a generator cannot be built with."""
+    if d_model < 1 or num_heads < 1 or d_model % num_heads:
+        raise RecError(f"{owner}.d_model={d_model} must be a positive multiple of num_heads={num_heads}")
+    for name, v in positive.items():
+        if int(v) < 1:
+            raise RecError(f"{owner}.{name}={v}: must be >= 1")
+    if not 0.0 <= dropout < 1.0 or not 0.0 <= label_smoothing < 1.0:
+        raise RecError(f"{owner}.dropout={dropout} and label_smoothing={label_smoothing} must be in [0, 1)")
+    if not head_temperature >= 0.0:
+        raise RecError(f"{owner}.head_temperature={head_temperature} must be >= 0 "
+                       "(0 = dot-product code scores)")
 
 
 def init_weights(m: nn.Module) -> None:

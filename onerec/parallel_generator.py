@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from onerec.beam_search import BeamResult
-from onerec.item_trunk import ItemTrunk, init_weights
+from onerec.item_trunk import ItemTrunk, check_sizes, init_weights
 from onerec.item_windows import ItemWindows, WindowBatch
 from onerec.vocab import SidVocab
 from retrieval.batch import HistoryBatch
@@ -64,20 +64,9 @@ class ParallelSidGenerator(ItemTrunk):
             raise RecError(f"ParallelSidGenerator.objective={objective!r}: use 'codes' (per-codebook "
                            "cross-entropy) or 'items' (cross-entropy over the catalogue)")
         self.objective, self.loss_chunk = objective, int(loss_chunk)
-        if d_model < 1 or num_heads < 1 or d_model % num_heads:
-            raise RecError(f"ParallelSidGenerator.d_model={d_model} must be a positive multiple of "
-                           f"num_heads={num_heads}")
-        for name, v in (("num_layers", num_layers), ("ffn_mult", ffn_mult), ("max_len", max_len),
-                        ("beam_width", beam_width), ("score_batch", score_batch),
-                        ("loss_chunk", loss_chunk)):
-            if int(v) < 1:
-                raise RecError(f"ParallelSidGenerator.{name}={v}: must be >= 1")
-        if not 0.0 <= dropout < 1.0 or not 0.0 <= label_smoothing < 1.0:
-            raise RecError(f"ParallelSidGenerator.dropout={dropout} and label_smoothing="
-                           f"{label_smoothing} must be in [0, 1)")
-        if not head_temperature >= 0.0:
-            raise RecError(f"ParallelSidGenerator.head_temperature={head_temperature} must be >= 0 "
-                           "(0 = dot-product code scores)")
+        check_sizes("ParallelSidGenerator", d_model, num_heads, dropout, label_smoothing,
+                    head_temperature, num_layers=num_layers, ffn_mult=ffn_mult, max_len=max_len,
+                    beam_width=beam_width, score_batch=score_batch, loss_chunk=loss_chunk)
         self.vocab = SidVocab.from_semantic_ids(sids, 0)
         self.num_items, self.beam_width = sids.num_items, int(beam_width)
         self.exclude_history, self.label_smoothing = bool(exclude_history), float(label_smoothing)

@@ -24,7 +24,8 @@ def test_ml25m_compare_config_runs_end_to_end_on_ml25m_format_files(tmp_path):
                                  num_items=80, seed=3)
     assert counts["ratings"] == 2400
     kind_params = {"semantic_ids": SID_TINY, "generative": ONEREC_TINY + ["OneRecTrainer.max_minutes=0"],
-                   "scorer": SCORER_TINY}
+                   "scorer": SCORER_TINY + ["GRU4Rec.maxlen=10", "BERT4Rec.maxlen=10"],
+                   "cf": ["CFTrainer.num_epochs=2", "CFTrainer.progress=False"]}
     out = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, "scripts/compare.py", "--gin_file", "configs/ml-25m/compare.gin",
@@ -35,10 +36,10 @@ def test_ml25m_compare_config_runs_end_to_end_on_ml25m_format_files(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((out / "results.json").read_text())
     assert record["dataset"]["name"] == "ml-25m"
-    assert set(record["test"]["full"]) == {"onerec", "sasrec-ce", "tisasrec-mhc-ce", "popularity",
-                                          "cooccurrence"}
+    models = {"onerec", "sasrec-ce", "tisasrec-mhc-ce", "gru4rec", "bert4rec", "bpr-mf", "ncf"}
+    assert set(record["test"]["full"]) == models | {"popularity", "cooccurrence"}
     # every run read the same split as the report
-    for model in ("onerec", "sasrec-ce", "tisasrec-mhc-ce"):
+    for model in models:
         res = json.loads((out / "runs" / model / "seed0" / "results.json").read_text())
         assert res["dataset"]["fingerprint"] == record["dataset"]["fingerprint"]
     assert (out / "report.md").read_text().count("| onerec |") >= 2      # test + validation tables

@@ -26,11 +26,10 @@ from torch import nn
 
 from onerec.beam_search import BeamResult, constrained_beam_search
 from onerec.item_trunk import ItemTrunk, check_sizes, init_weights
-from onerec.item_windows import ItemWindows, WindowBatch
+from onerec.item_windows import WindowBatch
 from onerec.prefix_trie import PrefixTrie
 from onerec.vocab import PAD, SidVocab
 from retrieval.batch import HistoryBatch
-from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from rqvae.artifact import SemanticIds
 
@@ -139,12 +138,6 @@ class CausalSidGenerator(ItemTrunk):
                 "vocab": {"levels": self.vocab.levels, "codebook_size": self.vocab.codebook_size,
                           "num_disambiguation": self.vocab.num_disambiguation},
                 "num_parameters": self.num_parameters()}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def training_samples(self, split: SplitData) -> ItemWindows:
-        return ItemWindows(split, self.max_len)
 
     # -- training ---------------------------------------------------------------------------
     def forward(self, batch: WindowBatch) -> torch.Tensor:

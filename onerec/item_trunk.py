@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onerec.item_windows import ItemWindows
 from onerec.vocab import PAD, SidVocab
+from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 
 
@@ -53,6 +55,13 @@ class ItemTrunk(nn.Module):
                                     for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(d_model)
         self.item_emb = nn.Embedding(num_items + 1, d_model, padding_idx=0) if item_id_input else None
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def training_samples(self, split: SplitData) -> ItemWindows:
+        """One window per max_len targets of every training sequence (onerec.item_windows)."""
+        return ItemWindows(split, self.max_len)
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """Right-aligned item ids (B, T) -> trunk states (B, T', d) of the last T' = min(T, max_len)

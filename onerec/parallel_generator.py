@@ -28,10 +28,9 @@ from torch.utils.checkpoint import checkpoint
 
 from onerec.beam_search import BeamResult
 from onerec.item_trunk import ItemTrunk, check_sizes, init_weights
-from onerec.item_windows import ItemWindows, WindowBatch
+from onerec.item_windows import WindowBatch
 from onerec.vocab import SidVocab
 from retrieval.batch import HistoryBatch
-from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from rqvae.artifact import SemanticIds
 
@@ -95,12 +94,6 @@ class ParallelSidGenerator(ItemTrunk):
                 "vocab": {"levels": self.vocab.levels, "codebook_size": self.vocab.codebook_size,
                           "num_disambiguation": self.vocab.num_disambiguation},
                 "num_parameters": self.num_parameters()}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def training_samples(self, split: SplitData) -> ItemWindows:
-        return ItemWindows(split, self.max_len)
 
     # -- the heads ---------------------------------------------------------------------------
     def code_log_probs(self, h: torch.Tensor) -> list:

@@ -44,3 +44,14 @@ def history_batch(offsets: np.ndarray, items: np.ndarray, times: np.ndarray, row
     return HistoryBatch(torch.from_numpy(np.asarray(rows, dtype=np.int64)),
                         torch.from_numpy(pad_left(offsets, items, rows, max_len)),
                         torch.from_numpy(pad_left(offsets, times, rows, max_len)))
+
+
+def trim_history(items: torch.Tensor, maxlen: int) -> torch.Tensor:
+    """Right-aligned histories (B, L) -> their last min(L, maxlen) columns, less the leading columns
+    that are padding in every row (all columns kept when every one is padding)."""
+    if items.shape[1] > maxlen:
+        items = items[:, -maxlen:]
+    used = (items > 0).any(0)
+    if bool(used.any()) and not bool(used.all()):
+        items = items[:, int(used.int().argmax()):]
+    return items

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrieval import gin_values
-from retrieval.batch import HistoryBatch
+from retrieval.batch import HistoryBatch, trim_history
 from retrieval.data.types import SplitData
 from retrieval.errors import RecError
 from retrieval.models.mhc import PlainResidual
@@ -165,11 +165,7 @@ class BERT4Rec(nn.Module):
 
         L' = min(L, maxlen) minus leading all-padding columns. `times` is ignored.
         """
-        if items.shape[1] > self.maxlen:
-            items = items[:, -self.maxlen:]
-        used = (items > 0).any(0)
-        if bool(used.any()) and not bool(used.all()):
-            items = items[:, int(used.int().argmax()):]
+        items = trim_history(items, self.maxlen)
         B, L = items.shape
         valid = items > 0                                                 # (B, L)
         keep = valid[..., None].to(self.item_emb.weight.dtype)            # (B, L, 1)

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from retrieval import gin_values
-from retrieval.batch import HistoryBatch
+from retrieval.batch import HistoryBatch, trim_history
 from retrieval.errors import RecError
 from retrieval.similarity import make_similarity
 
@@ -79,11 +79,7 @@ class GRU4Rec(nn.Module):
 
         L' = min(L, maxlen) minus leading all-padding columns; column -1 follows the most recent item.
         """
-        if items.shape[1] > self.maxlen:
-            items = items[:, -self.maxlen:]
-        used = (items > 0).any(0)
-        if bool(used.any()) and not bool(used.all()):
-            items = items[:, int(used.int().argmax()):]
+        items = trim_history(items, self.maxlen)
         B, L = items.shape
         lengths = (items > 0).sum(1)                                      # (B,)
         left = shift_rows(items, L - lengths)                             # (B, L) left-aligned

@@ -22,7 +22,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from onerec.model import OneRecModel  # noqa: E402
-from retrieval.batch import HistoryBatch  # noqa: E402
+from retrieval.data.batch import HistoryBatch  # noqa: E402
 from rqvae.artifact import SemanticIds  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation benchmark (SPEC §7: 160k users x 60k items in <= 60 s on the 2-core CPU).
+"""Full-ranking evaluation benchmark (docs/protocol.md §7: 160k users x 60k items in <= 60 s on the 2-core CPU).
 
 Builds a SplitData directly in numpy (log-normal history lengths like ML-25M: median ~70, mean
 ~150 events per user; Zipfian item popularity) and evaluates a cheap Scorer: a random item table
@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from retrieval.batch import HistoryBatch
+from retrieval.data.batch import HistoryBatch
 from retrieval.data.types import ItemCatalogue, SplitData
 from retrieval.evaluation import Evaluator
 

@@ -22,13 +22,14 @@ import gin
 import numpy as np
 import torch
 
-import retrieval.samplers  # noqa: F401  (registers hard/mixture/...)
+import retrieval.negatives  # noqa: F401  (registers every negative sampler)
 from retrieval.data import load_split
-from retrieval.losses import ScorerLoss
-from retrieval.models import SequentialScorer
-from retrieval.negatives import build_negative_sampler
-from retrieval.samplers import HardNegativeSampler, MixtureNegativeSampler
-from retrieval.scorer_trainer import ScorerTrainer, TrainingSequences
+from retrieval.scorers.losses import ScorerLoss
+from retrieval.scorers import SequentialScorer
+from retrieval.negatives.base import build_negative_sampler
+from retrieval.negatives.samplers import HardNegativeSampler, MixtureNegativeSampler
+from retrieval.scorers.sequences import TrainingSequences
+from retrieval.scorers.trainer import ScorerTrainer
 
 VARIANTS = {                        # label -> (sampler name, hard-negative query)
     "uniform": ("uniform", None),

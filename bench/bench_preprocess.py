@@ -1,4 +1,4 @@
-"""Preprocessing benchmark (SPEC §7): load_split on a synthetic ML-25M-format CSV of 25M rows.
+"""Preprocessing benchmark (docs/protocol.md §7): load_split on a synthetic ML-25M-format CSV of 25M rows.
 
     python bench/bench_preprocess.py [--rows 25000095] [--data_dir DIR]
 
@@ -64,7 +64,7 @@ def ensure_csv(data_dir: Path, rows: int) -> None:
         print(f"reusing {data_dir}")
         return
     from retrieval.data.synthetic_csv import write_movielens_csv
-    from retrieval.io import write_json
+    from retrieval.core.io import write_json
     print(f"generating {rows:,} ratings into {data_dir} (once) ...", flush=True)
     t = time.perf_counter()
     counts = write_movielens_csv(data_dir, num_ratings=rows)

@@ -10,19 +10,15 @@ Prints one table row per step: wall seconds, process peak RSS, and the quality n
 """
 from __future__ import annotations
 
+import argparse
 import os
+import resource
+import time
+from pathlib import Path
 
 # On a shared CPU box OpenMP threads that spin while waiting slow everything down several-fold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

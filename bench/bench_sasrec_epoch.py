@@ -2,7 +2,7 @@
 maxlen 200, dropout 0.2, batch 128) on Beauty and ml-latest-small, in samples/s.
 
 Rows:
-  ours                 retrieval.scorer_trainer's train_epoch (vectorised batches, length
+  ours                 retrieval.scorers.trainer's train_epoch (vectorised batches, length
                        bucketing, leading all-padding columns dropped, vectorised negatives)
   ours, no bucketing   the same with plain random batches (bucket_batches = 0)
   reference-style      a re-implementation of the reference's per-epoch work (pmixer/SASRec.pytorch):
@@ -30,10 +30,11 @@ import torch
 from torch import nn
 
 from retrieval.data import load_split
-from retrieval.losses import ScorerLoss
-from retrieval.models import SequentialScorer
-from retrieval.negatives import UniformNegativeSampler
-from retrieval.scorer_trainer import ScorerTrainer, TrainingSequences
+from retrieval.scorers.losses import ScorerLoss
+from retrieval.scorers import SequentialScorer
+from retrieval.negatives.base import UniformNegativeSampler
+from retrieval.scorers.sequences import TrainingSequences
+from retrieval.scorers.trainer import ScorerTrainer
 
 
 def cpu_seconds() -> float:

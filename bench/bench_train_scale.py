@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,14 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 
 def load_ml25m(data_dir: Path, rows: int):
     import gin
 
-    from bench_preprocess import ensure_csv
+    from bench_preprocess import ensure_csv          # a sibling script: bench/ is sys.path[0]
     from retrieval.data import load_split
     ensure_csv(data_dir, rows)
     gin.bind_parameter("MovieLens25MSource.path", str(data_dir))
@@ -62,10 +58,11 @@ class _Subset:
 
 
 def bench_sasrec(split, steps: int, warmup: int, batch_size: int, seed: int, loss_name: str) -> dict:
-    from retrieval.losses import ScorerLoss
-    from retrieval.models import SequentialScorer
-    from retrieval.negatives import UniformNegativeSampler
-    from retrieval.scorer_trainer import ScorerTrainer, TrainingSequences
+    from retrieval.scorers.losses import ScorerLoss
+    from retrieval.scorers import SequentialScorer
+    from retrieval.negatives.base import UniformNegativeSampler
+    from retrieval.scorers.sequences import TrainingSequences
+    from retrieval.scorers.trainer import ScorerTrainer
 
     torch.manual_seed(seed)
     model = SequentialScorer(num_items=split.num_items, maxlen=200, hidden=50, num_blocks=2,

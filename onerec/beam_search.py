@@ -1,4 +1,4 @@
-"""Exact constrained beam search over semantic IDs, batched over users x beams (SPEC §3-4).
+"""Exact constrained beam search over semantic IDs, batched over users x beams (docs/protocol.md §6).
 
 At step t (t = 0..L) every beam's candidates are the codes that extend its prefix towards some real
 item (one gather in the prefix trie); all other tokens are masked. A candidate scores the beam's sum
@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 
 from onerec.prefix_trie import PrefixTrie
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 
 class StepDecoder(Protocol):

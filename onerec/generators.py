@@ -21,7 +21,7 @@ import gin
 from onerec.causal_generator import CausalSidGenerator
 from onerec.model import OneRecModel
 from onerec.parallel_generator import ParallelSidGenerator
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 
 KINDS = {"causal": CausalSidGenerator, "parallel": ParallelSidGenerator, "tiger": OneRecModel}

@@ -16,7 +16,7 @@ from torch import nn
 from onerec.item_windows import ItemWindows
 from onerec.vocab import PAD, SidVocab
 from retrieval.data.types import SplitData
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 
 class CausalBlock(nn.Module):

@@ -1,5 +1,5 @@
 """Training examples of the item-level causal generator: one position per item, every position
-supervised (docs/protocol: the cost of an epoch grows with the number of training interactions).
+supervised (docs/protocol.md §6: the cost of an epoch grows with the number of training interactions).
 
 A user's training sequence i_1 .. i_n gives the predictions i_{t+1} | i_1..i_t for t = 1..n-1. They
 are cut into windows of at most `max_len` targets, the most recent window first; a window with
@@ -16,9 +16,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from onerec.sequences import gather_ranges
+from retrieval.data.batch import right_aligned
 from retrieval.data.types import SplitData
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 
 class WindowBatch(NamedTuple):
@@ -70,17 +70,17 @@ class ItemWindows:
     def batch(self, idx: np.ndarray) -> WindowBatch:
         s, e = self.starts[idx], self.ends[idx]
         width = int((e - s - 1).max())
-        return WindowBatch(torch.from_numpy(gather_ranges(self.items, s, e - 1, width)),
-                           torch.from_numpy(gather_ranges(self.items, s + 1, e, width)))
+        return WindowBatch(torch.from_numpy(right_aligned(self.items, s, e - 1, width)),
+                           torch.from_numpy(right_aligned(self.items, s + 1, e, width)))
 
     def epoch_batches(self, batch_size: int, seed: int, epoch: int,
                       bucket_batches: int = 50) -> list[np.ndarray]:
         """Window indices of every batch of one epoch, a pure function of (seed, epoch): shuffled,
-        sorted by length inside chunks of `bucket_batches` batches (<= 1: no bucketing), and the
+        sorted by length inside chunks of `bucket_batches` batches (0: no bucketing), and the
         batch order shuffled again."""
         rng = np.random.default_rng([seed, epoch])
         perm = rng.permutation(len(self))
-        if bucket_batches > 1:
+        if bucket_batches > 0:
             chunk = np.arange(len(perm)) // (batch_size * bucket_batches)
             perm = perm[np.lexsort((self.lengths()[perm], chunk))]
         batches = [perm[s:s + batch_size] for s in range(0, len(perm), batch_size)]

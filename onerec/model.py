@@ -16,8 +16,8 @@ from onerec.cached_decoder import CachedT5Decoder
 from onerec.prefix_trie import PrefixTrie
 from onerec.sequences import HistoryTokenizer, TokenBatch, TrainingSamples
 from onerec.vocab import BOS, EOS, PAD, SidVocab
-from retrieval.batch import HistoryBatch
-from retrieval.errors import RecError
+from retrieval.data.batch import HistoryBatch
+from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 
 # T5 ties these to `shared.weight`; a checkpoint stores the shared tensor once (safetensors refuses
@@ -31,7 +31,7 @@ class OneRecModel(torch.nn.Module):
 
     Sizes default to the TIGER setting on Amazon Beauty: d_model 128, 4+4 layers, 6 heads x 64,
     FFN 1024, dropout 0.1. beam_width: beams in `generate` (>= the largest K asked for).
-    exclude_history: never return an item of the input history (SPEC §3, same rule as the evaluator).
+    exclude_history: never return an item of the input history (docs/protocol.md §3, same rule as the evaluator).
     """
 
     def __init__(self, sids: SemanticIds, d_model: int = 128, num_layers: int = 4,

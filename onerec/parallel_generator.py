@@ -30,8 +30,8 @@ from onerec.beam_search import BeamResult
 from onerec.item_trunk import ItemTrunk, check_sizes, init_weights
 from onerec.item_windows import WindowBatch
 from onerec.vocab import SidVocab
-from retrieval.batch import HistoryBatch
-from retrieval.errors import RecError
+from retrieval.data.batch import HistoryBatch
+from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 
 

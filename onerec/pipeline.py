@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -12,14 +11,15 @@ import gin
 import torch
 
 from onerec.generators import generator_kind, make_generator
-from onerec.trainer import BEST, LAST, SELECT_METRIC, OneRecTrainer, subsample
-from retrieval import distributed
+from onerec.trainer import SELECT_METRIC, OneRecTask, OneRecTrainer
+from retrieval.core import distributed
 from retrieval.data.registry import load_split
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from retrieval.evaluation import Evaluator
 from retrieval.evaluation.report import results_json, save_ranks, write_results
-from retrieval.io import fingerprint
-from retrieval.training import config_hash, load_checkpoint, set_seed
+from retrieval.core.io import fingerprint
+from retrieval.core.checkpoints import set_seed
+from retrieval.core.trainer import load_best, subsample
 from rqvae.artifact import META_FILE, SemanticIds
 
 
@@ -42,29 +42,18 @@ def collision_stats(sids: SemanticIds) -> dict:
 
 @gin.configurable
 def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | None = None,
-                 final_users: int = 0, num_threads: int = 0) -> dict:
+                 final_users: int = 0) -> dict:
     """Train on the gin-selected dataset, select on validation, evaluate valid+test, write results.
 
     final_users: 0 = the final valid/test evaluation covers every user (the protocol); n > 0 = a
     fixed-seed subsample of n users (the trainer's eval seed), for CPU-bound smoke runs only. It is
     recorded in results.json ("protocol.final_users").
-    num_threads: torch intra-op threads (0 = torch's default). On a CPU shared with other jobs, 1
-    thread can beat 2: OpenMP workers spin-wait on each other when the cores are oversubscribed.
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    has_ckpt = (run_dir / f"{LAST}.json").is_file()     # a crashed run keeps checkpoints/
-    if resume and not has_ckpt:
-        raise RecError(f"--resume given but {run_dir / (LAST + '.json')} does not exist; "
-                       "drop --resume to start a new run")
-    if not resume and has_ckpt:
-        raise RecError(f"{run_dir} already holds a training run; pass --resume to continue it or "
-                       "choose a fresh --run_dir")
     if not semantic_ids_dir:
         raise RecError("train_onerec.semantic_ids_dir is not set; bind it to the --run_dir of a "
                        "finished scripts/train_rqvae.py run on the same dataset")
-    if num_threads > 0:
-        torch.set_num_threads(int(num_threads))
     split = load_split()
     sids = load_semantic_ids(semantic_ids_dir, split)
     evaluator = Evaluator()
@@ -78,15 +67,11 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
     if evaluator.num_generated > model.beam_width:
         raise RecError(f"Evaluator.num_generated={evaluator.num_generated} exceeds "
                        f"{cls}.beam_width={model.beam_width}; make them equal")
-    chash = config_hash(json.dumps({
-        "model": model.describe(), "trainer": trainer.describe(), "dataset": split.fingerprint,
-        "semantic_ids": fingerprint(sids.codes)}, sort_keys=True, default=str))
-    summary = trainer.fit(model, split, run_dir, chash, evaluator, resume=resume)
-
-    distributed.barrier()                                  # rank 0's best checkpoint is on disk
-    load_checkpoint(run_dir / BEST, model, config_hash=chash, restore_rng=False)
+    task = OneRecTask(trainer, model, split, evaluator, sids.codes)
+    summary = trainer.run(task, run_dir, resume=resume)
+    load_best(run_dir, model, task.signature())           # the validation-selected weights
     final = evaluator                                      # all users this time
-    timing = {"train_s": summary.train_seconds}
+    timing = {"train_s": summary.train_seconds, **summary.timing()}
     evals = {}
     for stage in ("valid", "test"):
         t = time.perf_counter()
@@ -94,7 +79,7 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
         evals[stage] = final.evaluate(model, split, stage, users=users)
         timing[f"eval_{stage}_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t0
-    from retrieval.cli import env_info
+    from retrieval.core.cli import env_info
     protocol = {**final.protocol(), "ranking": "full", "split": "leave-one-out",
                 "exclude_history_in_beam": model.exclude_history, "beam_width": model.beam_width,
                 "hit": "full semantic ID incl. disambiguation code (the item id)",
@@ -107,11 +92,8 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
                          "num_disambiguation": sids.num_disambiguation,
                          "fingerprint": fingerprint(sids.codes), **collision_stats(sids)},
         "params": {**model.describe(), "kind": generator_kind(model), "beam_width": model.beam_width},
-        "training": {"steps": summary.steps, "epochs": summary.epochs_done,
-                     "best_step": summary.best_step, "best_valid_subsample": summary.best_valid,
-                     "stopped_by": summary.stopped_by, **trainer.describe(),
-                     "max_minutes": trainer.max_minutes},
-        "checkpoint_config_hash": chash, "seed": trainer.seed, "timing": timing,
+        "training": {**summary.training(), "settings": trainer.describe()},
+        "timing": {**timing, "final_eval_seconds": timing["eval_valid_s"] + timing["eval_test_s"]},
         "env": {**env_info(), "torch_threads": torch.get_num_threads()}})
     if distributed.is_main():
         write_results(run_dir, out)

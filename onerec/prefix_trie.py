@@ -1,4 +1,4 @@
-"""The prefix structure of all valid semantic IDs, as dense per-step tables (SPEC §4).
+"""The prefix structure of all valid semantic IDs, as dense per-step tables (docs/protocol.md §6).
 
 Every distinct prefix of length t (t = 0..L) is a node at depth t. For each depth a table
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from onerec.vocab import ItemDecoder, SidVocab
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 
 class PrefixTrie(torch.nn.Module):

@@ -1,7 +1,8 @@
-"""Recommendations from a finished run: constrained beam search for a user or an ad-hoc history,
-optionally with a scorer's top-K beside it.
+"""Recommendations from a finished OneRec run: constrained beam search for a user or an ad-hoc
+history, optionally with other trained models' top-K beside it (`beside`: any RankerBeside, e.g. a
+scorer run, retrieval.scorers.recommend.ScorerRun; retrieval.compare.recommend composes the two).
 
-    rec = Recommender("runs/beauty-onerec", scorer_run="runs/beauty-sasrec")
+    rec = Recommender("runs/beauty-onerec")
     rec.for_user("A2CUSR21CZQ6J7", k=10)                # a user id of the source files
     rec.for_history(titles=["Toy Story (1995)"], k=10)  # or item ids of the source files
 
@@ -13,16 +14,18 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import gin
 import numpy as np
 import torch
 
-from retrieval.batch import HistoryBatch
+from retrieval.data.batch import HistoryBatch
 from retrieval.data.registry import load_split
-from retrieval.errors import RecError
-from retrieval.io import read_json
-from retrieval.training import load_checkpoint
+from retrieval.data.types import SplitData
+from retrieval.core.errors import RecError
+from retrieval.core.io import read_json
+from retrieval.core.checkpoints import load_checkpoint
 from rqvae.artifact import SemanticIds
 
 BEST = "checkpoints/best"
@@ -44,27 +47,39 @@ def _check_run(run_dir: Path, what: str) -> None:
                            "(point to the --run_dir of a completed training script)")
 
 
-class Recommender:
-    """Loads a OneRec run (and optionally a scorer run) on the same dataset split."""
+class RankerBeside(Protocol):
+    """Another finished run whose top-K is shown beside the generator's, under `name`.
 
-    def __init__(self, onerec_run, scorer_run=None):
+    Its run_dir/config.gin is parsed together with the OneRec run's (its module registers the
+    configurables that file binds); `load(split)` then builds it on the OneRec run's split, and
+    `top_k(batch, exclude, k)` ranks all items for a one-row HistoryBatch, never item 0 nor the
+    items of `exclude` (a 1-D tensor, or None), giving (items (k',), scores (k',)) numpy arrays."""
+
+    name: str
+    run_dir: Path
+    trained_by: str                     # the script whose --run_dir it is, for error messages
+
+    def load(self, split: SplitData) -> None: ...
+
+    def top_k(self, batch: HistoryBatch, exclude: torch.Tensor | None, k: int
+              ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class Recommender:
+    """Loads a OneRec run (and the runs shown beside it) on the same dataset split."""
+
+    def __init__(self, onerec_run, beside: Sequence[RankerBeside] = ()):
         import onerec.pipeline  # noqa: F401  (registers every configurable a OneRec run binds)
         import retrieval.data  # noqa: F401  (registers dataset sources)
         from onerec.generators import make_generator
 
         self.onerec_run = Path(onerec_run)
+        self.beside = list(beside)
         _check_run(self.onerec_run, "scripts/train_onerec.py")
         files = [str(self.onerec_run / "config.gin")]
-        if scorer_run is not None:
-            self.scorer_run = Path(scorer_run)
-            _check_run(self.scorer_run, "scripts/train_sasrec.py")
-            files.append(str(self.scorer_run / "config.gin"))
-            # Register every configurable a scorer run binds.
-            import retrieval.losses  # noqa: F401
-            import retrieval.models  # noqa: F401
-            import retrieval.negatives  # noqa: F401
-            import retrieval.samplers  # noqa: F401
-            import retrieval.scorer_trainer  # noqa: F401
+        for other in self.beside:
+            _check_run(other.run_dir, other.trained_by)
+            files.append(str(other.run_dir / "config.gin"))
         gin.clear_config()
         try:
             gin.parse_config_files_and_bindings(files, [], finalize_config=False)
@@ -84,16 +99,8 @@ class Recommender:
         self.model = make_generator(sids)
         load_checkpoint(self.onerec_run / BEST, self.model, restore_rng=False)
         self.model.eval()
-        self.scorer = None
-        if scorer_run is not None:
-            from retrieval.models.scorers import make_scorer
-            fp = read_json(self.scorer_run / "results.json").get("dataset", {}).get("fingerprint")
-            if fp != self.split.fingerprint:
-                raise RecError(f"{self.scorer_run} was trained on another dataset split "
-                               f"({fp} != {self.split.fingerprint}); use runs on the same data")
-            self.scorer = make_scorer(num_items=self.split.num_items)     # SASRec, GRU4Rec, BERT4Rec
-            load_checkpoint(self.scorer_run / BEST, self.scorer, restore_rng=False)
-            self.scorer.eval()
+        for other in self.beside:
+            other.load(self.split)
         cat = self.split.catalogue
         self._raw_to_item = {str(r): i for i, r in enumerate(cat.raw_ids) if i > 0}
         self._user_row = {str(u): i for i, u in enumerate(self.split.user_raw_ids)}
@@ -152,13 +159,10 @@ class Recommender:
         batch = self._batch(row, history)
         res = self.model.beam_search(batch, beam)
         out = {"generative": self._rows(res.items[0, :k].numpy(), res.scores[0, :k].numpy())}
-        if self.scorer is not None:
-            scores = self.scorer.score_all(batch)[0].float()
-            scores[0] = -torch.inf
-            if self.model.exclude_history:
-                scores[torch.from_numpy(np.asarray(history, dtype=np.int64))] = -torch.inf
-            top = torch.topk(scores, min(k, self.split.num_items))
-            out["scorer"] = self._rows(top.indices.numpy(), top.values.numpy())
+        exclude = (torch.from_numpy(np.asarray(history, dtype=np.int64)) if self.model.exclude_history
+                   else None)
+        for other in self.beside:
+            out[other.name] = self._rows(*other.top_k(batch, exclude, k))
         return out
 
     def for_user(self, user_raw_id, k: int = 10) -> dict:

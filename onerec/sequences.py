@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from onerec.vocab import PAD, SidVocab
+from retrieval.data.batch import right_aligned
 from retrieval.data.types import SplitData
 
 
@@ -39,17 +40,6 @@ class TokenBatch(NamedTuple):
 
     def to(self, device) -> "TokenBatch":
         return TokenBatch(*(t.to(device) for t in self))
-
-
-def gather_ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, max_len: int) -> np.ndarray:
-    """values[max(start, end-max_len):end] per row, right-aligned and zero-padded: (B, max_len)."""
-    lengths = np.minimum(ends - starts, max_len)
-    col = np.arange(max_len)[None, :]                      # (1, M)
-    src = ends[:, None] - (max_len - col)                  # (B, M)
-    valid = col >= (max_len - lengths)[:, None]
-    out = np.zeros((len(starts), max_len), dtype=values.dtype)
-    out[valid] = values[src[valid]]
-    return out
 
 
 @gin.configurable
@@ -119,7 +109,7 @@ class TrainingSamples:
         """Token batch of samples `idx` (with `tokenizer`, or the one given at construction)."""
         tokenizer = tokenizer or self.tokenizer
         items = self.split.train_items
-        hist = gather_ranges(items, self.starts[idx], self.ends[idx], tokenizer.max_items)
+        hist = right_aligned(items, self.starts[idx], self.ends[idx], tokenizer.max_items)
         users = torch.from_numpy(self.users[idx])
         input_ids, mask = tokenizer.encode(users, torch.from_numpy(hist))
         targets = torch.from_numpy(items[self.ends[idx]])
@@ -132,11 +122,11 @@ class TrainingSamples:
 
         Samples are shuffled, then sorted by history length inside windows of `bucket_batches`
         batches (so a batch pads to similar lengths), and the batch order is shuffled again.
-        bucket_batches <= 1 turns the length bucketing off.
+        bucket_batches 0 turns the length bucketing off (as ScorerTrainer.bucket_batches).
         """
         rng = np.random.default_rng([seed, epoch])
         perm = rng.permutation(len(self))
-        if bucket_batches > 1:
+        if bucket_batches > 0:
             lengths = self.history_lengths()[perm]
             window = batch_size * bucket_batches
             win = np.arange(len(perm)) // window

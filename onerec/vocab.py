@@ -1,4 +1,4 @@
-"""The generator's token vocabulary (SPEC §4): special tokens, level-offset code tokens, a separate
+"""The generator's token vocabulary (docs/protocol.md §6): special tokens, level-offset code tokens, a separate
 range for the disambiguation code, and optional hashed user tokens.
 
 Layout (K = codebook size, L = quantizer levels, D = disambiguation codes, H = user hash buckets):
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 
 PAD, BOS, EOS = 0, 1, 2
@@ -77,7 +77,7 @@ class SidVocab:
         return self.encode_codes(sids.codes)
 
     def user_tokens(self, users: np.ndarray) -> np.ndarray:
-        """Hashed user token of each user row (SPEC §4); requires num_user_tokens > 0."""
+        """Hashed user token of each user row (docs/protocol.md §6); requires num_user_tokens > 0."""
         h = (np.asarray(users, dtype=np.uint64) * np.uint64(_HASH_MULT)) % np.uint64(1 << 32)
         return self.user_offset + (h % np.uint64(self.num_user_tokens)).astype(np.int64)
 

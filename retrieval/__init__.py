@@ -1,4 +1,4 @@
 """Shared ground for both paths: datasets, splits, batches, evaluation, training utilities."""
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 __all__ = ["RecError"]

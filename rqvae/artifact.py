@@ -1,4 +1,4 @@
-"""The semantic-ID artifact (SPEC §4): the only thing stage 2 reads from stage 1.
+"""The semantic-ID artifact (docs/protocol.md §4): the only thing stage 2 reads from stage 1.
 
 Files in a run directory:
   semantic_ids.safetensors  {"codes": int64 (N+1, L+1)}; row = item id, row 0 (padding) is all -1;
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval.errors import RecError
-from retrieval.io import load_tensors, read_json, save_tensors, write_json
+from retrieval.core.errors import RecError
+from retrieval.core.io import load_tensors, read_json, save_tensors, write_json
 
 CODES_FILE = "semantic_ids.safetensors"
 META_FILE = "semantic_ids.json"

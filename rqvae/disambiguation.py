@@ -1,4 +1,4 @@
-"""The disambiguation code (SPEC §4) and the statistics that say how good a set of codes is.
+"""The disambiguation code (docs/protocol.md §4) and the statistics that say how good a set of codes is.
 
 d = the item's index within its group of items sharing all L codes (0 for the lowest item id), so
 (c1, ..., cL, d) is unique. One lexsort, O(N log N); never a pairwise comparison.

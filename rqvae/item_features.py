@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
 from retrieval.data.types import ItemCatalogue, SplitData
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 _CHUNK = 4_000_000  # positions per chunk when counting co-occurrences
 

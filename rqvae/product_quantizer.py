@@ -16,7 +16,7 @@ from __future__ import annotations
 import gin
 import numpy as np
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from rqvae.residual_kmeans import check_input, nearest
 
 

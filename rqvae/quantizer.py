@@ -1,4 +1,4 @@
-"""Residual vector quantizer of the RQ-VAE (SPEC §4).
+"""Residual vector quantizer of the RQ-VAE (docs/protocol.md §4).
 
 Level l picks the codeword e_l nearest to the residual r_l (r_1 = z, r_{l+1} = r_l - sg(e_l)).
 Loss per level: ||sg(r_l) - e_l||^2 (moves the codebook) + beta ||r_l - sg(e_l)||^2 (commitment).
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 GRADIENTS = ("straight_through", "rotation")
 

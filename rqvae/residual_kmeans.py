@@ -1,4 +1,4 @@
-"""RQ-KMeans tokenizers (SPEC §4): residual k-means level by level with faiss, and the balanced
+"""RQ-KMeans tokenizers (docs/protocol.md §4): residual k-means level by level with faiss, and the balanced
 variant (as in OneRec) whose clusters all hold N/K items (floor or ceil) at every level.
 
 Level l clusters the residual left by levels 1..l-1; an item's code at level l is its cluster, and
@@ -10,7 +10,7 @@ import gin
 import numpy as np
 import torch
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 
 def check_input(x: np.ndarray, codebook_size: int, name: str) -> np.ndarray:
@@ -37,7 +37,7 @@ def kmeans(x: np.ndarray, k: int, seed: int, niter: int = 25) -> np.ndarray:
     the CPU ones in float rounding); the CPU path is unchanged."""
     import faiss
 
-    from retrieval.item_index import gpu_available
+    from retrieval.negatives.item_index import gpu_available
 
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=int(seed), verbose=False,
                       min_points_per_centroid=1, max_points_per_centroid=1 << 30,

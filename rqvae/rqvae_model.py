@@ -1,11 +1,11 @@
-"""The RQ-VAE (SPEC §4): MLP encoder -> residual quantizer -> MLP decoder, and its tokenizer, which
+"""The RQ-VAE (docs/protocol.md §4): MLP encoder -> residual quantizer -> MLP decoder, and its tokenizer, which
 trains it on the item embeddings and returns each item's L codes.
 
 loss = ||x - dec(z_q)||^2 + sum_l (||sg(r_l) - e_l||^2 + beta ||r_l - sg(e_l)||^2)
 Training is deterministic for a fixed seed: seeded shuffles, seeded faiss k-means initialisation,
 torch deterministic algorithms.
 
-Under torchrun (retrieval.distributed) every rank draws the same global batch, runs every W-th row
+Under torchrun (retrieval.core.distributed) every rank draws the same global batch, runs every W-th row
 of it inside DistributedDataParallel, and the dead-code statistics (code counts, the batch's
 residuals) are gathered from all ranks, so every rank resets the same codes to the same vectors.
 The RQ-VAE is small (items x embedding dim) and trains in float32 on CPU; bf16 would change the
@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from retrieval import distributed
-from retrieval.errors import RecError
-from retrieval.training import set_seed
+from retrieval.core import distributed
+from retrieval.core.errors import RecError
+from retrieval.core.checkpoints import set_seed
+from retrieval.core.trainer import StepOutput, Trainer, TrainingTask, local_rows
 from rqvae.quantizer import ResidualQuantizer
 from rqvae.residual_kmeans import check_input
 
@@ -99,14 +100,6 @@ class RQVAETokenizer:
         self.reconstruction: np.ndarray | None = None
         self.history: list[dict] = []
 
-    def _batches(self, n: int, gen: torch.Generator):
-        """Endless stream of index batches: a fresh seeded permutation per epoch."""
-        bs = min(self.batch_size, n)
-        while True:
-            perm = torch.randperm(n, generator=gen)
-            for s in range(0, n - bs + 1, bs):  # full batches only: stable loss scale
-                yield perm[s:s + bs]
-
     def fit(self, x: np.ndarray) -> np.ndarray:
         """(N, d) embeddings -> (N, L) int64 codes; afterwards .model, .reconstruction, .history."""
         x_np = check_input(x, self.codebook_size, self.name)
@@ -123,57 +116,20 @@ class RQVAETokenizer:
         model = RQVAE(x.shape[1], **self.model_args)
         self.model = model
         gen = torch.Generator().manual_seed(self.seed)
-        batches = self._batches(n, gen)
-
         init_idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 1))
         init_idx = init_idx[: max(self.kmeans_init_size, self.codebook_size)]
         with torch.no_grad():
             model.quantizer.init_kmeans(model.encoder(x[init_idx]), self.seed)
-        runner = distributed.wrap(model)        # after the init: DDP broadcasts rank 0's codebooks
-        world = distributed.world_size()
-
-        codebook = [model.quantizer.codebooks]
-        others = [p for name, p in model.named_parameters() if not name.startswith("quantizer.")]
-        opt = torch.optim.AdamW([{"params": others, "weight_decay": self.weight_decay},
-                                 {"params": codebook, "weight_decay": 0.0}], lr=self.lr)
-        # cosine decay to 10% of lr: the codebooks settle before the final assignment
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 if self.lr_schedule == "constant"
-                                                  else 0.1 + 0.45 * (1 + np.cos(np.pi * s / self.steps)))
-        counts = torch.zeros(self.levels, self.codebook_size, dtype=torch.long)
-        self.history = []
-        t0, window = time.perf_counter(), []
-        model.train()
-        for step in range(1, self.steps + 1):
-            idx = next(batches)                                   # the global batch (B,)
-            mine = distributed.shard(np.arange(len(idx)))         # this rank's rows of it
-            weight = distributed.loss_weight(len(mine), len(idx))
-            rows = idx[mine] if len(mine) else idx[:1]            # an idle rank runs a weight-0 row
-            out = runner(lambda m, xb: m(xb), x[rows])
-            opt.zero_grad(set_to_none=True)
-            (out.loss * weight if weight != 1.0 else out.loss).backward()
-            opt.step()
-            sched.step()
-            if weight:
-                for l in range(self.levels):
-                    counts[l] += torch.bincount(out.codes[:, l], minlength=self.codebook_size)
-            # n_r/N-weighted, so the sum over ranks is the global batch mean
-            window.append([v * weight / world for v in
-                           (out.loss.item(), out.recon_loss.item(), out.quant_loss.item())])
-            n_reset, usage = 0, None
-            if step % self.reset_every == 0:
-                total = distributed.all_reduce_tensor_sum(counts)   # codes used by any rank
-                if step <= self.reset_until * self.steps:
-                    residuals = distributed.all_gather_rows(out.residuals[:len(mine)], mine, len(idx))
-                    n_reset = model.quantizer.reset_dead_codes(total, residuals, gen)
-                usage = (total > 0).float().mean(1).tolist()
-                counts.zero_()
-            if step % self.log_every == 0 or step == self.steps:
-                m = distributed.all_reduce_sum(np.mean(window, axis=0))
-                self.history.append({"step": step, "loss": float(m[0]), "recon_loss": float(m[1]),
-                                     "quant_loss": float(m[2]), "dead_codes_reset": n_reset,
-                                     "batch_usage": usage,
-                                     "seconds": round(time.perf_counter() - t0, 2)})
-                window = []
+        # The one training loop, in memory (no run directory): `steps` steps over full batches;
+        # DDP wraps the model after the init, so it broadcasts rank 0's codebooks.
+        task = RQVAETask(self, model, x, gen)
+        per_epoch = max(1, n // min(self.batch_size, n))
+        trainer = Trainer(num_epochs=-(-self.steps // per_epoch), max_steps=self.steps,
+                          batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                          grad_clip=None, amp=False, progress=False, device="cpu", seed=self.seed)
+        trainer.name = "RQVAETokenizer"
+        trainer.run(task, None)
+        self.history = task.history
         return self.encode(x)
 
     @torch.no_grad()
@@ -190,3 +146,69 @@ class RQVAETokenizer:
 
     def weights(self) -> dict:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+class RQVAETask(TrainingTask):
+    """The RQ-VAE's batches (a fresh seeded permutation per epoch, full batches only: a stable loss
+    scale), its step and its dead-code resets, for the one training loop."""
+
+    def __init__(self, tok: RQVAETokenizer, model: RQVAE, x: torch.Tensor, gen: torch.Generator):
+        self.tok, self.model, self.x, self.gen = tok, model, x, gen
+        self.counts = torch.zeros(tok.levels, tok.codebook_size, dtype=torch.long)
+        self.history: list[dict] = []
+        self.window: list = []
+        self.t0 = time.perf_counter()
+        self.last = None                   # (RQVAEOutput, this rank's rows, global batch, weight)
+
+    def signature(self) -> dict:
+        return {"model": self.tok.model_args, "items": int(self.x.shape[0])}
+
+    def param_groups(self):
+        codebook = [self.model.quantizer.codebooks]
+        others = [p for name, p in self.model.named_parameters() if not name.startswith("quantizer.")]
+        return [{"params": others, "weight_decay": self.tok.weight_decay},
+                {"params": codebook, "weight_decay": 0.0}]
+
+    def lr_factor(self, total_steps: int):
+        # cosine decay to 10% of lr: the codebooks settle before the final assignment
+        steps = self.tok.steps
+        if self.tok.lr_schedule == "constant":
+            return lambda s: 1.0
+        return lambda s: 0.1 + 0.45 * (1 + np.cos(np.pi * s / steps))
+
+    def epoch_batches(self, epoch: int, rng: np.random.Generator) -> list:
+        n = self.x.shape[0]
+        bs = min(self.tok.batch_size, n)
+        perm = torch.randperm(n, generator=self.gen)
+        return [perm[s:s + bs] for s in range(0, n - bs + 1, bs)]
+
+    def step(self, idx: torch.Tensor, runner) -> StepOutput:
+        mine, weight = local_rows(len(idx))                   # this rank's rows of the global batch
+        out = runner(lambda m, xb: m(xb), self.x[idx[mine]])
+        self.last = (out, mine if weight else mine[:0], len(idx), weight)
+        return StepOutput(out.loss * weight if weight != 1.0 else out.loss, out.loss.item(),
+                          len(mine) if weight else 0)
+
+    def after_step(self, step: int, _: StepOutput) -> None:
+        tok, (out, mine, batch, weight) = self.tok, self.last
+        if weight:
+            for level in range(tok.levels):
+                self.counts[level] += torch.bincount(out.codes[:, level], minlength=tok.codebook_size)
+        # n_r/N-weighted, so the sum over ranks is the global batch mean
+        world = distributed.world_size()
+        self.window.append([v * weight / world for v in
+                            (out.loss.item(), out.recon_loss.item(), out.quant_loss.item())])
+        n_reset, usage = 0, None
+        if step % tok.reset_every == 0:
+            total = distributed.all_reduce_tensor_sum(self.counts)   # codes used by any rank
+            if step <= tok.reset_until * tok.steps:
+                residuals = distributed.all_gather_rows(out.residuals[:len(mine)], mine, batch)
+                n_reset = self.model.quantizer.reset_dead_codes(total, residuals, self.gen)
+            usage = (total > 0).float().mean(1).tolist()
+            self.counts.zero_()
+        if step % tok.log_every == 0 or step == tok.steps:
+            m = distributed.all_reduce_sum(np.mean(self.window, axis=0))
+            self.history.append({"step": step, "loss": float(m[0]), "recon_loss": float(m[1]),
+                                 "quant_loss": float(m[2]), "dead_codes_reset": n_reset,
+                                 "batch_usage": usage, "seconds": round(time.perf_counter() - self.t0, 2)})
+            self.window = []

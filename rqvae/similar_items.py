@@ -1,4 +1,4 @@
-"""Semantically similar items from stage 1, for the scorer's semantic-consistency loss (SPEC §5).
+"""Semantically similar items from stage 1, for the scorer's semantic-consistency loss (docs/protocol.md §5).
 
     similar_item_table.source = 'content'   FAISS neighbours in the content-embedding space that the
                                             semantic IDs are built from (rqvae.embeddings; its gin
@@ -9,7 +9,7 @@
                                             `similar_item_table.semantic_ids_dir`)
 
 Table sizes and metric are bound on the table builders: `neighbour_table.k`, `neighbour_table.metric`,
-`prefix_table.k`, `prefix_table.prefix_len` (retrieval.semantic_losses).
+`prefix_table.k`, `prefix_table.prefix_len` (retrieval.negatives.similar_item_tables).
 With `semantic_ids_dir` set, the 'content' source also checks that the embeddings are the ones that
 artifact was built from (same fingerprint), so the neighbours match the semantic IDs.
 """
@@ -21,8 +21,8 @@ import gin
 import numpy as np
 
 from retrieval.data.types import SplitData
-from retrieval.errors import RecError
-from retrieval.semantic_losses import neighbour_table, prefix_table
+from retrieval.core.errors import RecError
+from retrieval.negatives.similar_item_tables import neighbour_table, prefix_table
 from rqvae.artifact import SemanticIds
 from rqvae.embeddings import item_embeddings
 

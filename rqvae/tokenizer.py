@@ -12,8 +12,8 @@ from typing import Protocol
 import gin
 import numpy as np
 
-from retrieval import gin_values
-from retrieval.errors import RecError
+from retrieval.core import gin_values
+from retrieval.core.errors import RecError
 from rqvae.product_quantizer import OPQTokenizer
 from rqvae.residual_kmeans import BalancedRQKMeans, RQKMeans
 from rqvae.rqvae_model import RQVAETokenizer

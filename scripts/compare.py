@@ -7,28 +7,14 @@ Writes into --run_dir: report.md, results.json, plots/*.png, and runs/<model>/se
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from retrieval import cli, comparison, comparison_report  # noqa: E402  (registers Comparison)
-from retrieval.data import load_split  # noqa: E402  (registers the dataset sources)
-from retrieval.evaluation import Evaluator  # noqa: E402
+from retrieval.compare.run import run_comparison  # registers Comparison and the dataset sources
+from retrieval.core import cli
 
 
 def main(args, run_dir: Path) -> None:
-    comp = comparison.Comparison()
-    specs = comp.plan()
-    comparison.execute(specs, run_dir, jobs=comp.jobs)
-    split = load_split()
-    record = comparison_report.write_report(
-        run_dir, specs, split, Evaluator(progress=False).protocol(), cli.git_commit(),
-        comparison_report.hardware())
-    t = record["test"]["full"]
-    best = max(t, key=lambda m: t[m]["ndcg@10"][0]) if t else None
-    print(f"report: {run_dir / 'report.md'}" + (f" (best test NDCG@10: {best} "
-                                                f"{t[best]['ndcg@10'][0]:.4f})" if best else ""))
+    run_comparison(run_dir)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ Writes run_dir/results.json (shape: retrieval/evaluation/report.py), run_dir/ran
 """
 from __future__ import annotations
 
-from retrieval import cli
-from retrieval.baselines import evaluate_baseline
+from retrieval.core import cli
+from retrieval.baselines.counting import evaluate_baseline
 
 
 def main(args, run_dir) -> None:

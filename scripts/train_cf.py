@@ -11,17 +11,14 @@ is selected on validation full-ranking NDCG@10; test is computed once, for it.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 # Imported before gin parses the configs, so every configurable they name is registered.
-from retrieval import cli  # noqa: E402
-from retrieval.cf_trainer import train_cf  # noqa: E402
-from retrieval.data import load_split  # noqa: E402,F401  (registers the dataset sources)
-from retrieval.models.collaborative import make_cf_model  # noqa: E402,F401
-import retrieval.samplers  # noqa: E402,F401  (registers popularity/hard/mixture/... samplers)
+import retrieval.negatives  # noqa: F401  (registers every negative sampler)
+from retrieval.baselines.cf_trainer import train_cf
+from retrieval.baselines.collaborative import make_cf_model  # noqa: F401
+from retrieval.core import cli
+from retrieval.data import load_split  # noqa: F401  (registers the dataset sources)
 
 
 def main(args, run_dir: Path) -> None:

@@ -8,7 +8,7 @@ must have been built for the same dataset split. Writes results.json, metrics.js
 """
 import retrieval.data  # noqa: F401  (registers the dataset sources)
 from onerec.pipeline import summary_line, train_onerec
-from retrieval import cli
+from retrieval.core import cli
 
 
 def main(args, run_dir):

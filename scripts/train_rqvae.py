@@ -12,7 +12,6 @@ The same command runs data-parallel under `torchrun --nproc_per_node=W scripts/t
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 # Before torch/faiss load OpenMP: threads that spin while waiting slow training several-fold when
@@ -20,28 +19,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from retrieval import cli, distributed  # noqa: E402
-from retrieval.data import load_split  # noqa: E402  (registers the datasets with gin)
-from rqvae import embeddings, pipeline, tokenizer  # noqa: E402,F401  (register the tokenizers)
+from retrieval.core import cli  # noqa: E402
+from rqvae.pipeline import train_semantic_ids  # noqa: E402  (registers the datasets, tokenizers)
 
 
 def main(args, run_dir: Path) -> None:
-    from retrieval.io import save_tensors, write_json
-
-    split = load_split()
-    result = pipeline.build_semantic_ids(split)
-    if not distributed.is_main():
-        return
-    result.ids.save(run_dir)
-    save_tensors(run_dir / "tokenizer.safetensors", result.weights,
-                 metadata={"tokenizer": result.tokenizer.name,
-                           "dataset_fingerprint": split.fingerprint,
-                           "embedding_fingerprint": result.embeddings.fingerprint})
-    write_json(run_dir / "results.json", {**result.results, "env": cli.env_info()})
-    print(pipeline.summary_table(result.results))
-    print(f"-> {run_dir}")
+    train_semantic_ids(run_dir)
 
 
 if __name__ == "__main__":

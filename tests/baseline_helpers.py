@@ -4,11 +4,12 @@ run satisfies (what scripts/compare.py and the report read)."""
 from __future__ import annotations
 
 
-from retrieval.baselines import MostPopular
+from retrieval.baselines.counting import MostPopular
 from retrieval.data.sources_synthetic import SyntheticSource
 from retrieval.data.split import leave_one_out
 from retrieval.evaluation import Evaluator
 from retrieval.evaluation.metrics import metric_names
+from retrieval.evaluation.schema import validate_results
 
 # The script runs of these tests: the synthetic data at the size of the split below.
 SMALL_DATA = ["SyntheticSource.num_users=300", "SyntheticSource.num_items=150",
@@ -29,11 +30,13 @@ def popularity_ndcg(split) -> float:
 def assert_results_schema(record: dict) -> None:
     """The keys and value ranges every results.json of a model run holds (scorers, user-ID
     baselines, popularity / co-occurrence): per stage, full ranking and sampled-100 metrics with
-    AUC/GAUC under each protocol, the protocol, the dataset's name and fingerprint, a config hash."""
+    AUC/GAUC under each protocol, the protocol, the dataset's name and fingerprint, a config hash.
+    The fields are those of retrieval.evaluation.schema; the value ranges are checked here."""
+    validate_results(record, "results.json")
     ks = record["protocol"]["ks"]
     names = set(metric_names(ks)) | {"auc", "gauc"}
     dataset = record["dataset"]
-    users = dataset.get("counts", dataset).get("users")
+    users = dataset["counts"]["users"]
     assert isinstance(dataset["name"], str) and len(dataset["fingerprint"]) == 16
     assert isinstance(record["config_hash"], str) and record["config_hash"]
     assert record["protocol"]["exclude_history"] in (True, False)
@@ -45,6 +48,5 @@ def assert_results_schema(record: dict) -> None:
         for proto in ("full", "sampled-100"):
             assert names <= set(sec[proto]), (proto, names - set(sec[proto]))
             assert all(0.0 <= v <= 1.0 for v in sec[proto].values())
-    if "models" in record:                                      # several models in one run
-        first = record["models"][record["model"]]
-        assert first["valid"] == record["valid"] and first["test"] == record["test"]
+    first = record["models"][record["model"]]                   # the top level repeats it
+    assert first["valid"] == record["valid"] and first["test"] == record["test"]

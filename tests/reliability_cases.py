@@ -327,7 +327,7 @@ _HELD: list[int] = []         # lock files held by this (test) process for the r
 
 def _locked_by_another_writer(w: World, rd: Path) -> None:
     """prepare(): run_dir exists and another process (this one) holds its lock, as a running
-    script does (retrieval/run_lock.py)."""
+    script does (retrieval/core/run_lock.py)."""
     rd.mkdir(parents=True)
     fd = os.open(rd / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -551,7 +551,7 @@ CASES: list[Case] = [
 
 # ---------------------------------------------------------------- checks
 ARTIFACTS = ("results.json", "semantic_ids.safetensors", "semantic_ids.json", "tokenizer.safetensors",
-             "ranks.safetensors", "per_user_ranks.npz", "config.gin")
+             "ranks.safetensors", "config.gin")
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.batch import HistoryBatch
+from retrieval.data.batch import HistoryBatch
 from retrieval.evaluation import MISS, Evaluator
 from retrieval.evaluation.evaluator import FULL, SAMPLED, sample_negatives
 from retrieval.evaluation.metrics import metrics_from_ranks, per_user_auc

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.batch import HistoryBatch
-from retrieval.cf_trainer import CFTrainer, InteractionPairs
-from retrieval.cli import error_line
-from retrieval.comparison import Comparison
-from retrieval.errors import RecError
-from retrieval.io import load_tensors
-from retrieval.models.collaborative import BPRMF, NeuMF
-from retrieval.negatives import UniformNegativeSampler
-from retrieval.training import set_seed
+from retrieval.data.batch import HistoryBatch
+from retrieval.baselines.cf_trainer import CFTrainer, InteractionPairs
+from retrieval.core.cli import error_line
+from retrieval.compare.comparison import Comparison
+from retrieval.core.errors import RecError
+from retrieval.core.io import load_tensors
+from retrieval.baselines.collaborative import BPRMF, NeuMF
+from retrieval.negatives.base import UniformNegativeSampler
+from retrieval.core.checkpoints import set_seed
 
 from baseline_helpers import SMALL_DATA, assert_results_schema, popularity_ndcg, small_split
 
@@ -36,7 +36,7 @@ def _fit(model, split, run_dir, loss, negatives, epochs=12, lr=0.01, stop_after=
     trainer = CFTrainer(num_epochs=epochs, batch_size=256, lr=lr, loss=loss, num_negatives=negatives,
                         eval_every=epochs, patience=1, progress=False, num_threads=1)
     return trainer.fit(model, split, UniformNegativeSampler(split, seed=0), run_dir, resume=resume,
-                       max_epochs_this_run=stop_after)
+                       stop_after_epochs=stop_after)
 
 
 @pytest.mark.parametrize("kind", ["bpr-mf", "ncf"])
@@ -116,8 +116,8 @@ def test_the_script_writes_the_same_schema_as_every_other_model(tmp_path, monkey
     assert "ncf    test   full" in proc.stdout and "gauc" in proc.stdout     # the printed table
 
     # the training-free baselines' results.json satisfies the same schema
-    from retrieval.baselines import evaluate_baseline
-    from retrieval.cli import parse_gin
+    from retrieval.baselines.counting import evaluate_baseline
+    from retrieval.core.cli import parse_gin
     monkeypatch.chdir(ROOT)
     parse_gin(["configs/synthetic/baseline.gin"], SMALL_DATA)
     try:

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.batch import HistoryBatch
-from retrieval.cli import error_line
-from retrieval.errors import RecError
-from retrieval.io import load_tensors
-from retrieval.losses import ScorerLoss
-from retrieval.models import make_scorer
-from retrieval.models.bert4rec import BERT4Rec, ClozeSequences
-from retrieval.models.gru4rec import GRU4Rec
-from retrieval.negatives import UniformNegativeSampler
-from retrieval.scorer_trainer import ScorerTrainer
-from retrieval.training import set_seed
+from retrieval.data.batch import HistoryBatch
+from retrieval.core.cli import error_line
+from retrieval.core.errors import RecError
+from retrieval.core.io import load_tensors
+from retrieval.scorers.losses import ScorerLoss
+from retrieval.scorers import make_scorer
+from retrieval.scorers.bert4rec import BERT4Rec, ClozeSequences
+from retrieval.scorers.gru4rec import GRU4Rec
+from retrieval.negatives.base import UniformNegativeSampler
+from retrieval.scorers.trainer import ScorerTrainer
+from retrieval.core.checkpoints import set_seed
 
 from baseline_helpers import SMALL_DATA, assert_results_schema, popularity_ndcg, small_split
 
@@ -37,7 +37,7 @@ def _fit(model, split, run_dir, epochs, lr, batch_size=32, stop_after=None, resu
     trainer = ScorerTrainer(num_epochs=epochs, batch_size=batch_size, lr=lr, betas=(0.9, 0.999),
                             eval_every=epochs, patience=1, progress=False, num_threads=1)
     return trainer.fit(model, split, ScorerLoss("ce"), UniformNegativeSampler(split, seed=0), run_dir,
-                       resume=resume, max_epochs_this_run=stop_after)
+                       resume=resume, stop_after_epochs=stop_after)
 
 
 def test_gru4rec_learns_well_above_popularity(split, tmp_path):
@@ -137,9 +137,9 @@ def test_the_script_writes_the_one_results_schema(kind, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((tmp_path / "run/results.json").read_text())
     assert_results_schema(record)
-    assert record["model"]["variant"] == kind and record["model"]["loss"] == "ce"
-    with np.load(tmp_path / "run/per_user_ranks.npz", allow_pickle=False) as z:
-        assert z["test_full_candidates"].shape == z["test_full"].shape
+    assert record["model"] == kind and record["params"]["variant"] == kind and record["params"]["loss"] == "ce"
+    ranks = load_tensors(tmp_path / "run/ranks.safetensors")
+    assert ranks[f"{kind}/test/candidates/full"].shape == ranks[f"{kind}/test/full"].shape
 
 
 def test_a_bad_config_value_is_a_one_line_error_of_the_script(tmp_path):

@@ -124,11 +124,11 @@ def test_rerun_reuses_finished_runs(compared):
 
 
 def test_recommend_by_title_item_and_user_with_scorer_beside(compared):
-    from onerec.recommend import Recommender
-    from retrieval.errors import RecError
+    from retrieval.compare.recommend import load_recommender
+    from retrieval.core.errors import RecError
 
     out = compared["out"]
-    rec = Recommender(out / "runs/onerec/seed0", out / "runs/sasrec/seed0")
+    rec = load_recommender(out / "runs/onerec/seed0", out / "runs/sasrec/seed0")
     cat = rec.split.catalogue
     titles = [str(t) for t in cat.titles]
     unique = [i for i in range(1, cat.num_items + 1)

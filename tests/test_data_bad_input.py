@@ -17,7 +17,7 @@ from retrieval.data.sources_movielens import (MovieLens1MSource, MovieLens100KSo
                                               MovieLensLatestSmallSource)
 from retrieval.data.sources_text import TextSource
 from retrieval.data.split import leave_one_out
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 REPO = Path(__file__).resolve().parents[1]
 MOVIES = "movieId,title,genres\n1,A,Drama\n2,B,Comedy\n3,C,Drama\n"

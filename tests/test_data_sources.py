@@ -106,7 +106,7 @@ def test_ml_1m_partial_ratings_file_and_latin1_titles(data_root):
 
 
 def test_ml_25m_shared_copy_lacks_ratings_and_says_so(data_root):
-    from retrieval.errors import RecError
+    from retrieval.core.errors import RecError
     with pytest.raises(RecError, match=r"ratings\.csv not found .*--download"):
         MovieLens25MSource().load()
 

@@ -1,4 +1,4 @@
-"""k-core filtering and the leave-one-out split (SPEC §2) on hand-made tables."""
+"""k-core filtering and the leave-one-out split (docs/protocol.md §2) on hand-made tables."""
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -1,9 +1,9 @@
-"""retrieval.distributed without a process group: the single-process meaning of each helper (the
+"""retrieval.core.distributed without a process group: the single-process meaning of each helper (the
 two-process behaviour is tested end to end in test_distributed_training.py)."""
 import numpy as np
 import torch
 
-from retrieval import distributed
+from retrieval.core import distributed
 
 
 def test_single_process_is_rank_zero_of_one():

@@ -1,4 +1,4 @@
-"""Data-parallel training (retrieval.distributed): `torchrun --nproc_per_node=2` (gloo, CPU) of each
+"""Data-parallel training (retrieval.core.distributed): `torchrun --nproc_per_node=2` (gloo, CPU) of each
 training script on tiny synthetic data reproduces the single-process run with the same global
 batch, and only rank 0 writes into the run directory.
 
@@ -52,7 +52,7 @@ ScorerTrainer.num_threads = 1
 
 ONEREC_GIN = """include 'configs/synthetic/onerec.gin'
 train_onerec.semantic_ids_dir = '{sids}'
-train_onerec.num_threads = 1
+OneRecTrainer.num_threads = 1
 train_onerec.final_users = 40
 ParallelSidGenerator.d_model = 16
 ParallelSidGenerator.num_heads = 2
@@ -198,10 +198,9 @@ def test_sasrec_ddp_matches_single_process(runs):
         assert (ra["epoch"], ra["step"], ra["positions_per_s"] > 0) == (rb["epoch"], rb["step"], True)
         assert _close(ra["loss"], rb["loss"]), (ra["loss"], rb["loss"])
         assert _close(ra["valid_ndcg@10"], rb["valid_ndcg@10"], 1e-6)
-    ra = np.load(single / "per_user_ranks.npz", allow_pickle=False)
-    rb = np.load(ddp / "per_user_ranks.npz", allow_pickle=False)
-    assert sorted(ra.files) == sorted(rb.files)
-    for k in ra.files:                                      # gathered sharded evaluation
+    ra, rb = load_file(single / "ranks.safetensors"), load_file(ddp / "ranks.safetensors")
+    assert sorted(ra) == sorted(rb)
+    for k in ra:                                            # gathered sharded evaluation
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
     # Parameters: equal up to float summation order, which Adam amplifies only where the true
     # gradient is ~0 (e.g. attention key biases, to which softmax is invariant).
@@ -266,7 +265,7 @@ def test_sasrec_resume_under_torchrun_continues_like_single_process(runs, tmp_pa
     assert [m["epoch"] for m in ma] == [m["epoch"] for m in mb] == [1, 2, 3]
     for ra, rb in zip(ma, mb):
         assert ra["step"] == rb["step"] and _close(ra["loss"], rb["loss"]), (ra, rb)
-    ra = np.load(a / "per_user_ranks.npz", allow_pickle=False)
-    rb = np.load(b / "per_user_ranks.npz", allow_pickle=False)
-    for k in ra.files:
+    ra, rb = load_file(a / "ranks.safetensors"), load_file(b / "ranks.safetensors")
+    assert sorted(ra) == sorted(rb)
+    for k in ra:
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)

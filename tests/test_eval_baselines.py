@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.baselines import (ItemCooccurrence, MostPopular, item_counts, make_baseline,
+from retrieval.baselines.counting import (ItemCooccurrence, MostPopular, item_counts, make_baseline,
                                  transition_counts)
-from retrieval.batch import HistoryBatch
+from retrieval.data.batch import HistoryBatch
 from retrieval.data.split import leave_one_out
 from retrieval.data.sources_synthetic import SyntheticSource
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from retrieval.evaluation import Evaluator
 from retrieval.evaluation.evaluator import FULL
 

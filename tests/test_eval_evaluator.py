@@ -1,4 +1,4 @@
-"""The one evaluator (SPEC §3) on hand-made cases with exact expected ranks, plus properties on
+"""The one evaluator (docs/protocol.md §3) on hand-made cases with exact expected ranks, plus properties on
 random inputs checked against a brute-force per-user reference."""
 import math
 
@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.batch import HistoryBatch
+from retrieval.data.batch import HistoryBatch
 from retrieval.data.split import leave_one_out
 from retrieval.data.sources_synthetic import SyntheticSource
 from retrieval.data.types import SplitData
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from retrieval.evaluation import MISS, Evaluator
 from retrieval.evaluation import evaluator as evaluator_module
 from retrieval.evaluation.evaluator import FULL, SAMPLED, sample_negatives

@@ -1,4 +1,4 @@
-"""Ranking metrics from pessimistic 0-based ranks (SPEC §3): exact values and properties."""
+"""Ranking metrics from pessimistic 0-based ranks (docs/protocol.md §3): exact values and properties."""
 import math
 
 import numpy as np

@@ -10,11 +10,11 @@ import gin
 import numpy as np
 import pytest
 
-from retrieval.baselines import ItemCooccurrence, MostPopular
-from retrieval.cli import parse_gin
+from retrieval.baselines.counting import ItemCooccurrence, MostPopular
+from retrieval.core.cli import parse_gin
 from retrieval.data import load_split
 from retrieval.evaluation import Evaluator
-from retrieval.io import load_tensors
+from retrieval.core.io import load_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["SyntheticSource.num_users = 300", "SyntheticSource.num_items = 150"]

@@ -1,10 +1,10 @@
-"""Paired significance tests on per-user metrics (SPEC §3), exact values on hand-made ranks."""
+"""Paired significance tests on per-user metrics (docs/protocol.md §3), exact values on hand-made ranks."""
 import math
 
 import numpy as np
 import pytest
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from retrieval.evaluation import MISS, EvalResult
 from retrieval.evaluation.significance import compare, paired_metric, paired_test
 

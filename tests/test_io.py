@@ -1,7 +1,7 @@
 """Atomic writes leave nothing behind, even after a process was killed mid-write."""
 import pytest
 
-from retrieval.io import remove_stale_temps
+from retrieval.core.io import remove_stale_temps
 
 
 def test_remove_stale_temps_deletes_only_interrupted_atomic_writes(tmp_path):
@@ -43,8 +43,8 @@ def test_checkpoint_killed_between_its_two_renames_loads_the_complete_pair(tmp_p
 
     import torch
 
-    from retrieval.io import save_tensors
-    from retrieval.training import _digest, _prev_path, load_checkpoint, save_checkpoint
+    from retrieval.core.io import save_tensors
+    from retrieval.core.checkpoints import _digest, _prev_path, load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -74,7 +74,7 @@ def test_a_full_disk_while_saving_tensors_is_an_oserror_naming_the_file(tmp_path
     import safetensors.torch
     import torch
 
-    from retrieval.io import save_tensors
+    from retrieval.core.io import save_tensors
 
     def full(*a, **kw):
         raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
@@ -91,7 +91,7 @@ def test_an_oserror_reraised_by_gin_still_names_errno_and_file():
     say what failed and why."""
     import gin
 
-    from retrieval.cli import EXIT_USER_ERROR, error_line
+    from retrieval.core.cli import EXIT_USER_ERROR, error_line
 
     @gin.configurable("disk_full_probe")
     def probe():

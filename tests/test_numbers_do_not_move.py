@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from reliability_cases import ONEREC_TINY, SCORER_TINY, SID_TINY, SYN, gin_args, run_script
-from retrieval.io import load_tensors
+from retrieval.core.io import load_tensors
 
 RECORDED = Path(__file__).with_name("numbers_recorded.json")
 
@@ -46,8 +46,7 @@ RUNS = [
 def _metrics(results: dict) -> dict:
     """{"<model>/<split>/<protocol>/<metric>": value} of a results.json."""
     out = {}
-    models = results.get("models") or {"model": {"valid": results["valid"], "test": results["test"]}}
-    for model, by_split in models.items():
+    for model, by_split in results["models"].items():
         for split in ("valid", "test"):
             for proto, metrics in by_split[split].items():
                 if isinstance(metrics, dict):

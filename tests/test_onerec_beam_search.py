@@ -10,8 +10,8 @@ from onerec.cached_decoder import CachedT5Decoder
 from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
 from onerec_helpers import (assert_same_ranking, make_split, random_sids, sequence_logprobs,
                             sids_from_prefixes, tiny_model)
-from retrieval.batch import HistoryBatch
-from retrieval.errors import RecError
+from retrieval.data.batch import HistoryBatch
+from retrieval.core.errors import RecError
 from retrieval.evaluation import Evaluator
 
 

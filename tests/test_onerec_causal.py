@@ -11,8 +11,8 @@ import torch
 from onerec.causal_generator import CausalSidGenerator, head_log_prob
 from onerec.item_windows import ItemWindows
 from onerec_helpers import make_split, one_thread, random_sids  # noqa: F401  (fixture)
-from retrieval.batch import HistoryBatch
-from retrieval.errors import RecError
+from retrieval.data.batch import HistoryBatch
+from retrieval.core.errors import RecError
 
 
 def _model(sids, seed=0, **kw) -> CausalSidGenerator:

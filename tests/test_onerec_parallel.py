@@ -10,8 +10,8 @@ import torch
 from onerec.item_windows import ItemWindows
 from onerec.parallel_generator import ParallelSidGenerator
 from onerec_helpers import make_split, one_thread, random_sids  # noqa: F401  (fixture)
-from retrieval.batch import HistoryBatch
-from retrieval.errors import RecError
+from retrieval.data.batch import HistoryBatch
+from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 from rqvae.disambiguation import disambiguate
 from rqvae.product_quantizer import OPQTokenizer

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from onerec.sequences import HistoryTokenizer, TrainingSamples, gather_ranges
+from onerec.sequences import HistoryTokenizer, TrainingSamples
+from retrieval.data.batch import right_aligned
 from onerec.vocab import PAD, SidVocab
 from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
 from onerec_helpers import make_split, sids_from_prefixes
@@ -16,9 +17,9 @@ def _tokenizer(max_items=3, user_tokens=0):
     return HistoryTokenizer(v, v.item_tokens(sids), max_items=max_items, use_user_token=user_tokens > 0)
 
 
-def test_gather_ranges_right_aligns_the_last_items():
+def test_right_aligned_right_aligns_the_last_items():
     values = np.array([10, 11, 12, 13, 14, 15])
-    out = gather_ranges(values, np.array([0, 2, 5]), np.array([2, 6, 5]), 3)
+    out = right_aligned(values, np.array([0, 2, 5]), np.array([2, 6, 5]), 3)
     assert out.tolist() == [[0, 10, 11], [13, 14, 15], [0, 0, 0]]
 
 

@@ -16,7 +16,7 @@ from onerec.trainer import OneRecTrainer, lr_factor
 from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
 from onerec_helpers import make_split, random_sids, tiny_model
 from retrieval.data.registry import load_split
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from retrieval.evaluation import Evaluator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,8 +100,9 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, ki
 def test_model_decodes_what_teacher_forcing_taught_it():
     """Memorise a tiny catalogue's transitions (item i -> i+1); beam search must return exactly the
     trained next item first, which checks decoder inputs, labels and decoding line up."""
-    from onerec.sequences import TrainingSamples, gather_ranges
-    from retrieval.batch import HistoryBatch
+    from onerec.sequences import TrainingSamples
+    from retrieval.data.batch import right_aligned
+    from retrieval.data.batch import HistoryBatch
     N = 24
     train = [[(u + k) % N + 1 for k in range(6)] for u in range(48)]
     split = make_split(train, [1] * 48, [1] * 48, N)
@@ -117,7 +118,7 @@ def test_model_decodes_what_teacher_forcing_taught_it():
         loss.backward()
         opt.step()
     assert loss.item() < 0.05
-    hist = torch.from_numpy(gather_ranges(split.train_items, samples.starts, samples.ends, 20))
+    hist = torch.from_numpy(right_aligned(split.train_items, samples.starts, samples.ends, 20))
     top = model.generate(HistoryBatch(batch.users, hist, torch.zeros_like(hist)), 5)
     assert torch.equal(top[:, 0], batch.targets)
 
@@ -165,7 +166,7 @@ def _script(run_dir, sids_dir, *params, resume=False):
            "--gin_param", "OneRecModel.num_layers = 1", "--gin_param", "OneRecModel.num_decoder_layers = 1",
            "--gin_param", "OneRecTrainer.max_steps = 4", "--gin_param", "OneRecTrainer.batch_size = 64",
            "--gin_param", "OneRecTrainer.progress = False", "--gin_param", "Evaluator.progress = False",
-           "--gin_param", "OneRecTrainer.log_every_steps = 2", "--gin_param", "train_onerec.num_threads = 1"]
+           "--gin_param", "OneRecTrainer.log_every_steps = 2", "--gin_param", "OneRecTrainer.num_threads = 1"]
     for p in SYN + list(params):
         cmd += ["--gin_param", p]
     if resume:

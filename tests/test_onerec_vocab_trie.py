@@ -1,11 +1,11 @@
-"""Token layout, ID lookup and the prefix trie of the generator (SPEC §4)."""
+"""Token layout, ID lookup and the prefix trie of the generator (docs/protocol.md §6)."""
 import numpy as np
 import pytest
 import torch
 
 from onerec.prefix_trie import PrefixTrie
 from onerec.vocab import BOS, EOS, PAD, ItemDecoder, SidVocab
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
 from onerec_helpers import random_sids, sids_from_prefixes
 

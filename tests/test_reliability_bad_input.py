@@ -19,7 +19,7 @@ import pytest
 from reliability_cases import (ARTIFACTS, CASES, EXIT_USER_ERROR, ML_DATA, REPO, SCORER_TINY, SYN, Case,
                                build_world, env, execute, gin_args, leftovers, run_script, snapshot,
                                stderr_lines)
-from retrieval.io import read_json
+from retrieval.core.io import read_json
 
 BY_NAME = {c.name: c for c in CASES}
 
@@ -91,7 +91,7 @@ def _prepare(world, tmp_path, text: str):
 
 def test_duplicated_rows_are_kept_as_repeated_interactions(world, tmp_path):
     """Decision: a repeated line is a repeated interaction (as in the SASRec/TiSASRec loaders, and
-    as SPEC §2 counts every rating), so duplicating every line doubles the interactions and
+    as docs/protocol.md §2 counts every rating), so duplicating every line doubles the interactions and
     changes no user or item count."""
     once, twice = _prepare(world, tmp_path / "a", "good"), _prepare(world, tmp_path / "b", "duplicated")
     assert twice["raw_counts"]["interactions"] == 2 * once["raw_counts"]["interactions"]
@@ -100,7 +100,7 @@ def test_duplicated_rows_are_kept_as_repeated_interactions(world, tmp_path):
 
 
 def test_users_with_one_interaction_are_dropped_not_an_error(world, tmp_path):
-    """A few one-event users among normal ones are filtered out (SPEC §2: < 3 events)."""
+    """A few one-event users among normal ones are filtered out (docs/protocol.md §2: < 3 events)."""
     mixed = world.root / "text" / "mixed.txt"
     mixed.write_text(world.text["good"].read_text() + "".join(f"{u} 1 5\n" for u in range(500, 505)))
     rd = tmp_path / "run"
@@ -122,7 +122,7 @@ def test_tisasrec_on_a_file_without_timestamps_falls_back_to_positions_and_says_
     proc = run_script("train_sasrec.py", args, world.cache)
     assert proc.returncode == 0, proc.stderr
     res = read_json(rd / "results.json")
-    assert res["dataset"]["has_time"] is False and res["model"]["variant"] == "tisasrec"
+    assert res["dataset"]["has_time"] is False and res["params"]["variant"] == "tisasrec"
     assert any("no timestamps" in n and "position" in n for n in res["notes"]), res["notes"]
 
 
@@ -142,7 +142,7 @@ def test_the_world_is_valid_input(world, tmp_path):
 
 
 def test_a_documented_negative_sampler_name_is_accepted(world, tmp_path):
-    """retrieval/samplers.py documents `build_negative_sampler.name = 'popularity'` (and 'hard',
+    """retrieval/negatives/samplers.py documents `build_negative_sampler.name = 'popularity'` (and 'hard',
     'mixture', 'curriculum', 'growing'); the script must offer them, not only 'uniform'."""
     rd = tmp_path / "run"
     args = ["--gin_file", "configs/synthetic/sasrec-bce.gin",
@@ -150,7 +150,7 @@ def test_a_documented_negative_sampler_name_is_accepted(world, tmp_path):
             "--run_dir", str(rd)]
     proc = run_script("train_sasrec.py", args, world.cache)
     assert proc.returncode == 0, proc.stderr
-    assert read_json(rd / "results.json")["model"]["negative_sampler"] != "UniformNegativeSampler"
+    assert read_json(rd / "results.json")["params"]["negative_sampler"] != "UniformNegativeSampler"
 
 
 # ---------------------------------------------------------------- issue 17: the shell around every script
@@ -158,8 +158,8 @@ def test_eval_users_zero_means_all_users_in_both_trainers():
     """Decision: `eval_users = 0` validates on all users in ScorerTrainer, as it always did in
     OneRecTrainer; a negative count is refused by both (case gin-eval-users-negative)."""
     from onerec.trainer import OneRecTrainer
-    from retrieval.errors import RecError
-    from retrieval.scorer_trainer import ScorerTrainer
+    from retrieval.core.errors import RecError
+    from retrieval.scorers.trainer import ScorerTrainer
     assert ScorerTrainer(eval_users=0, device="cpu").eval_users is None
     assert OneRecTrainer(eval_users=0, device="cpu").eval_subsample(7).tolist() == list(range(7))
     with pytest.raises(RecError, match=r"OneRecTrainer.eval_users = -1 must be >= 0"):
@@ -175,20 +175,20 @@ def test_eval_users_zero_means_all_users_in_both_trainers():
      "cannot write or read /mnt/ro/x: read-only file system; choose a --run_dir on a writable disk"),
 ])
 def test_os_errors_are_user_errors_with_one_line(err, expect):
-    from retrieval.cli import EXIT_USER_ERROR as code, error_line
+    from retrieval.core.cli import EXIT_USER_ERROR as code, error_line
     assert error_line(err) == (expect, code)
 
 
 def test_an_unexpected_exception_is_one_line_that_says_bug_with_exit_1():
-    from retrieval.cli import error_line
+    from retrieval.core.cli import error_line
     line, code = error_line(ZeroDivisionError("division by zero"))
     assert code == 1 and "\n" not in line
     assert line.startswith("ZeroDivisionError: division by zero (an unexpected error: a bug")
 
 
 def test_the_run_dir_lock_refuses_a_second_writer_and_is_removed_on_release(tmp_path):
-    from retrieval.errors import RecError
-    from retrieval.run_lock import RunDirLock
+    from retrieval.core.errors import RecError
+    from retrieval.core.run_lock import RunDirLock
     first, second = RunDirLock(tmp_path), RunDirLock(tmp_path)
     first.acquire()
     with pytest.raises(RecError, match=rf"{tmp_path} is being written by another process \(pid \d+\)"):
@@ -201,7 +201,7 @@ def test_the_run_dir_lock_refuses_a_second_writer_and_is_removed_on_release(tmp_
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_artifacts_respect_the_umask(tmp_path, umask, mode):
-    from retrieval.io import write_json
+    from retrieval.core.io import write_json
     old = os.umask(umask)
     try:
         write_json(tmp_path / "results.json", {"a": 1})
@@ -214,7 +214,7 @@ def test_compare_quotes_paths_in_the_gin_bindings_it_passes_on(tmp_path, monkeyp
     """`compare.py --run_dir "runs/bob's cmp"`: the semantic-ID folder given to train_onerec.py is
     a quoted gin string that reads back as the same path."""
     import gin
-    from retrieval import comparison
+    from retrieval.compare import comparison
     root = tmp_path / "bob's \"cmp\""
     sid = root / "runs" / "semantic-ids" / "seed0"
     seen = []
@@ -252,7 +252,7 @@ def test_a_read_only_run_dir_is_one_line(tmp_path, monkeypatch, capsys):
     denial is made by the file system call itself when the tests run as root."""
     import errno
 
-    from retrieval import cli, run_lock
+    from retrieval.core import cli, run_lock
     rd = tmp_path / "ro"
     rd.mkdir()
     rd.chmod(0o555)

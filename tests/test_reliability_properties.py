@@ -1,5 +1,5 @@
 """Properties of the 'text' loader, the k-core + leave-one-out split and the evaluator on random
-tables, each checked against a plain-Python reference written from SPEC §2-3.
+tables, each checked against a plain-Python reference written from docs/protocol.md §2-3.
 
 Random tables have few users, items and distinct timestamps, so ties in time, users with one
 event, repeated items and items that the k-core removes all occur often.
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from retrieval.data.sources_text import TextSource
 from retrieval.data.split import leave_one_out
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from retrieval.evaluation import Evaluator
 from retrieval.evaluation.evaluator import FULL
 
@@ -46,7 +46,7 @@ def load_text(rows, has_time: bool):
 
 
 def expected_events(rows, has_time: bool) -> list[tuple[int, int, int]]:
-    """SPEC §2: order by (user, timestamp), ties by file order; without time, file order and
+    """docs/protocol.md §2: order by (user, timestamp), ties by file order; without time, file order and
     timestamp = position in the user's history."""
     if not has_time:
         seen: dict[int, int] = {}

@@ -23,7 +23,7 @@ import torch
 
 from reliability_cases import (ONEREC_TINY, REPO, SCORER_TINY, SID_TINY, SYN, env, gin_args, leftovers,
                                run_script)
-from retrieval.io import load_tensors, read_json
+from retrieval.core.io import load_tensors, read_json
 
 # Several short epochs (the scorer checkpoints once per epoch) / steps (OneRec: every 2 steps).
 SCORER_RUN = ["--gin_file", "configs/synthetic/sasrec-bce.gin",
@@ -121,7 +121,8 @@ def test_scorer_killed_three_times_resumes_to_the_uninterrupted_result(world):
     crashed = world["root"] / "sasrec-crashed"
     log = run_with_kills("train_sasrec.py", SCORER_RUN, crashed, world["cache"], seed=11, key="epoch", unit=1)
     assert_same_test_metrics(straight, crashed)
-    assert read_json(crashed / "results.json")["best_epoch"] == read_json(straight / "results.json")["best_epoch"]
+    assert (read_json(crashed / "results.json")["training"]["best_epoch"]
+            == read_json(straight / "results.json")["training"]["best_epoch"])
     a = load_tensors(straight / "checkpoints/best.safetensors")
     b = load_tensors(crashed / "checkpoints/best.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), log

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 from rqvae.disambiguation import collision_stats, disambiguate, level_stats, prefix_sharing
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from retrieval.data.types import ItemCatalogue, SplitData
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from rqvae import embeddings as E
 from rqvae import item_features as F
 

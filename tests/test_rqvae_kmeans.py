@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from rqvae.residual_kmeans import BalancedRQKMeans, RQKMeans, balanced_assign
 from rqvae.tokenizer import make_tokenizer
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from rqvae.quantizer import ResidualQuantizer, rotate_to
 from rqvae.rqvae_model import RQVAE, RQVAETokenizer
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from retrieval.data import load_split
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 from rqvae.disambiguation import prefix_sharing
 from rqvae.embeddings import item_embeddings
@@ -147,7 +147,7 @@ def test_category_prefix_sharing_by_hand():
 def test_frozen_configs_parse_and_select_their_tokenizer(dataset):
     import gin
 
-    from retrieval import cli
+    from retrieval.core import cli
     from rqvae.tokenizer import make_tokenizer
 
     gin.add_config_file_search_path(str(ROOT))      # includes are relative to the repo root

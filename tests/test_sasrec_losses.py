@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from retrieval.errors import RecError
-from retrieval.losses import LOSSES, ScorerLoss, full_softmax_cross_entropy
+from retrieval.core.errors import RecError
+from retrieval.scorers.losses import LOSSES, ScorerLoss, full_softmax_cross_entropy
 
 # Items 1..3 with 1-d embeddings 1, 2, -1 (row 0 = padding); two positions with hidden 1 and 0.5.
 EMB = torch.tensor([[0.0], [1.0], [2.0], [-1.0]])

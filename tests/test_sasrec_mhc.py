@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retrieval.batch import HistoryBatch
-from retrieval.models import SequentialScorer
-from retrieval.models.mhc import HyperConnection, PlainResidual, _sinkhorn_iterate, sinkhorn_knopp
+from retrieval.data.batch import HistoryBatch
+from retrieval.scorers import SequentialScorer
+from retrieval.scorers.mhc import HyperConnection, PlainResidual, _sinkhorn_iterate, sinkhorn_knopp
 
 
 def test_h_res_is_doubly_stochastic_for_any_input():

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from retrieval.batch import HistoryBatch
-from retrieval.errors import RecError
-from retrieval.interfaces import Scorer
-from retrieval.models import SequentialScorer
+from retrieval.data.batch import HistoryBatch
+from retrieval.core.errors import RecError
+from retrieval.evaluation.interfaces import Scorer
+from retrieval.scorers import SequentialScorer
 
 VARIANTS = [(t, m) for t in (False, True) for m in (False, True)]
 

@@ -5,8 +5,8 @@ import pytest
 from retrieval.data import load_split
 from retrieval.data.split import leave_one_out
 from retrieval.data.types import Interactions, ItemCatalogue
-from retrieval.errors import RecError
-from retrieval.negatives import UniformNegativeSampler, build_negative_sampler, history_keys
+from retrieval.core.errors import RecError
+from retrieval.negatives.base import UniformNegativeSampler, build_negative_sampler, history_keys
 
 
 def _split(seqs, num_items):

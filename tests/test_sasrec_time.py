@@ -4,12 +4,12 @@ import math
 import numpy as np
 import torch
 
-from retrieval.models.sasrec import AttentionContext
-from retrieval.models.time_interval import TimeIntervalAttention, time_relation_matrix
+from retrieval.scorers.sasrec import AttentionContext
+from retrieval.scorers.time_interval import TimeIntervalAttention, time_relation_matrix
 
 
 def _relation_by_pairs(times: np.ndarray, valid: np.ndarray, time_span: int) -> np.ndarray:
-    """The SPEC §5 definition, one pair at a time in plain Python."""
+    """The docs/protocol.md §5 definition, one pair at a time in plain Python."""
     B, L = times.shape
     out = np.zeros((B, L, L), dtype=np.int64)
     for b in range(B):

@@ -12,13 +12,15 @@ import torch
 
 from retrieval.data.sources_synthetic import SyntheticSource
 from retrieval.data.split import leave_one_out
-from retrieval.errors import RecError
-from retrieval.io import load_tensors, read_json
-from retrieval.losses import ScorerLoss
-from retrieval.models import SequentialScorer
-from retrieval.negatives import UniformNegativeSampler
-from retrieval.scorer_trainer import ScorerTrainer, TrainingSequences, right_aligned_windows
-from retrieval.training import set_seed
+from retrieval.core.errors import RecError
+from retrieval.core.io import load_tensors, read_json
+from retrieval.scorers.losses import ScorerLoss
+from retrieval.scorers import SequentialScorer
+from retrieval.negatives.base import UniformNegativeSampler
+from retrieval.data.batch import right_aligned
+from retrieval.scorers.sequences import TrainingSequences
+from retrieval.scorers.trainer import ScorerTrainer
+from retrieval.core.checkpoints import set_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"epoch_seconds", "epoch_cpu_seconds", "sequences_per_s", "positions_per_s", "eval_seconds"}
@@ -37,13 +39,13 @@ def _fit(run_dir, split, use_time=True, use_mhc=True, loss=None, resume=False, s
     trainer = ScorerTrainer(num_epochs=num_epochs, batch_size=32, eval_every=1, patience=5,
                             progress=False, bucket_batches=2)
     return trainer.fit(model, split, loss or ScorerLoss("bce"), UniformNegativeSampler(split, seed=0),
-                       run_dir, resume=resume, max_epochs_this_run=stop_after)
+                       run_dir, resume=resume, stop_after_epochs=stop_after)
 
 
 def test_training_windows_are_input_seq_minus_last_and_targets_shifted():
     values = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9])
     starts, ends = np.array([0, 5]), np.array([5, 9])                  # sequences 1..5 and 6..9
-    assert right_aligned_windows(values, starts, ends - 1, 3).tolist() == [[2, 3, 4], [6, 7, 8]]
+    assert right_aligned(values, starts, ends - 1, 3).tolist() == [[2, 3, 4], [6, 7, 8]]
     split = _split()
     data = TrainingSequences(split, maxlen=5)
     b = data.batch(np.arange(len(data)))
@@ -139,9 +141,10 @@ def test_script_trains_writes_results_and_refuses_another_variants_checkpoint(tm
     res = read_json(run / "results.json")
     assert set(res["valid"]) >= {"full", "sampled-100"} and set(res["test"]) >= {"full", "sampled-100"}
     assert res["protocol"]["primary"] == "full" and res["protocol"]["secondary"] == "sampled-100"
-    assert res["model"]["variant"] == "sasrec" and res["model"]["params"] > 0
+    assert res["model"] == "sasrec" and res["params"]["variant"] == "sasrec"
+    assert res["params"]["num_parameters"] > 0
     assert res["dataset"]["name"] == "synthetic" and len(res["timing"]["epoch_seconds"]) == 2
-    assert (run / "config.gin").is_file() and (run / "per_user_ranks.npz").is_file()
+    assert (run / "config.gin").is_file() and (run / "ranks.safetensors").is_file()
 
     r = _script("--gin_file", "configs/synthetic/tisasrec-bce.gin", *TINY, "--run_dir", str(run), "--resume")
     line = _one_line_error(r)

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.errors import RecError
-from retrieval.item_index import ItemIndex, exclusion_mask
+from retrieval.core.errors import RecError
+from retrieval.negatives.item_index import ItemIndex, exclusion_mask
 
 
 def brute_force(queries, table, k, exclude=None, cosine=False):

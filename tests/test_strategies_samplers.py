@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from retrieval.data.types import ItemCatalogue, SplitData
-from retrieval.errors import RecError
-from retrieval.item_index import ItemIndex
-from retrieval.negatives import (NEGATIVE_SAMPLERS, BatchHistory, build_negative_sampler,
+from retrieval.core.errors import RecError
+from retrieval.negatives.item_index import ItemIndex
+from retrieval.negatives.base import (NEGATIVE_SAMPLERS, BatchHistory, build_negative_sampler,
                                  history_keys, in_history)
-from retrieval.samplers import (CurriculumNegativeSampler, GrowingCountSampler, HardNegativeSampler,
+from retrieval.negatives.samplers import (CurriculumNegativeSampler, GrowingCountSampler, HardNegativeSampler,
                                 MixtureNegativeSampler, NegativeCountSchedule,
                                 PopularityNegativeSampler, apportion, slot_assignment,
                                 wants_content_embeddings)

@@ -57,7 +57,7 @@ def test_each_strategy_trains_end_to_end_and_is_recorded(tmp_path, case):
     assert proc.returncode == 0, proc.stderr
     res = json.loads((run / "results.json").read_text())
     for key, value in expected.items():
-        assert res["model"][key] == value, (key, res["model"][key])
+        assert res["params"][key] == value, (key, res["params"][key])
     assert math.isfinite(res["test"]["full"]["ndcg@10"])
     losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
@@ -74,7 +74,7 @@ def test_semantic_id_prefix_neighbours_from_a_stage_one_run(tmp_path):
                                   "prefix_table.k=4"])
     assert proc.returncode == 0, proc.stderr
     res = json.loads((run / "results.json").read_text())
-    assert res["model"]["auxiliary_losses"]["semantic"]["similar_items_per_item"] == 4
+    assert res["params"]["auxiliary_losses"]["semantic"]["similar_items_per_item"] == 4
     # Content neighbours must come from the embeddings the semantic IDs were built from.
     proc, _ = _train(tmp_path / "x", ["SemanticConsistencyLoss.weight=0.1",
                                       f"similar_item_table.semantic_ids_dir='{sid}'",

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.errors import RecError
-from retrieval.semantic_losses import (InterestContrastLoss, SemanticConsistencyLoss, bpr,
+from retrieval.core.errors import RecError
+from retrieval.scorers.semantic_losses import (InterestContrastLoss, SemanticConsistencyLoss, bpr,
                                        draw_similar, interest_contrast_loss, interest_proxies,
                                        neighbour_table, pos_neg_loss, positive_only_loss,
                                        prefix_table)

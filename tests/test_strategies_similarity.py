@@ -5,8 +5,8 @@ import gin
 import pytest
 import torch
 
-from retrieval.errors import RecError
-from retrieval.similarity import (SIMILARITIES, BilinearSimilarity, CosineSimilarity, DotSimilarity,
+from retrieval.core.errors import RecError
+from retrieval.scorers.similarity import (SIMILARITIES, BilinearSimilarity, CosineSimilarity, DotSimilarity,
                                   FusionSimilarity, MultiHeadSimilarity, ScaledDotSimilarity,
                                   make_similarity)
 

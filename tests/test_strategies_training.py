@@ -9,19 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval.auxiliary_losses import AuxiliaryLosses
+from retrieval.scorers.auxiliary_losses import AuxiliaryLosses
 from retrieval.data.sources_synthetic import SyntheticSource
 from retrieval.data.split import leave_one_out
-from retrieval.errors import RecError
-from retrieval.io import load_tensors
-from retrieval.losses import ScorerLoss
-from retrieval.models import SequentialScorer
-from retrieval.samplers import HardNegativeSampler
-from retrieval.scorer_trainer import ScorerTrainer
-from retrieval.semantic_losses import (InterestContrastLoss, SemanticConsistencyLoss,
+from retrieval.core.errors import RecError
+from retrieval.core.io import load_tensors
+from retrieval.scorers.losses import ScorerLoss
+from retrieval.scorers import SequentialScorer
+from retrieval.negatives.samplers import HardNegativeSampler
+from retrieval.scorers.trainer import ScorerTrainer
+from retrieval.scorers.semantic_losses import (InterestContrastLoss, SemanticConsistencyLoss,
                                        interest_contrast_loss, interest_proxies, neighbour_table)
-from retrieval.similarity import SIMILARITIES, make_similarity
-from retrieval.training import set_seed
+from retrieval.scorers.similarity import SIMILARITIES, make_similarity
+from retrieval.core.checkpoints import set_seed
 
 
 def _split(seed=0, users=120, items=60):
@@ -39,7 +39,7 @@ def test_default_head_is_the_dot_product_and_leaves_the_config_unchanged():
     torch.manual_seed(0)
     model = _model(30).eval()
     items = torch.tensor([[0, 3, 4], [5, 6, 7]])
-    from retrieval.batch import HistoryBatch
+    from retrieval.data.batch import HistoryBatch
     batch = HistoryBatch(users=torch.arange(2), items=items, times=torch.zeros_like(items))
     h = model.encode(items)[:, -1]
     assert model.similarity.name == "dot" and "similarity" not in model.config
@@ -55,7 +55,7 @@ def test_a_non_dot_head_scores_the_catalogue_and_is_named_in_the_config():
         model = _model(30).eval()
     finally:
         gin.clear_config()
-    from retrieval.batch import HistoryBatch
+    from retrieval.data.batch import HistoryBatch
     items = torch.tensor([[1, 2, 3]])
     scores = model.score_all(HistoryBatch(users=torch.arange(1), items=items, times=torch.zeros_like(items)))
     h, e = model.encode(items)[0, -1], model.item_emb.weight[9]
@@ -204,7 +204,7 @@ def _fit_all_on(run_dir, split, table, resume=False, stop_after=None):
     aux = AuxiliaryLosses(SemanticConsistencyLoss("positive_only", weight=0.2),
                           InterestContrastLoss(short_k=2, weight=0.1), table, seed=3)
     return trainer.fit(model, split, ScorerLoss("sampled_softmax", num_negatives=3), sampler, run_dir,
-                       resume=resume, max_epochs_this_run=stop_after, aux=aux)
+                       resume=resume, stop_after_epochs=stop_after, aux=aux)
 
 
 def test_resume_is_exact_with_hard_negatives_and_both_auxiliary_terms(tmp_path):

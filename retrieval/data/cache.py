@@ -7,7 +7,7 @@ import numpy as np
 
 from retrieval.data.registry import cache_root
 from retrieval.data.types import ItemCatalogue, SplitData
-from retrieval.io import atomic_write, write_json
+from retrieval.core.io import atomic_write, write_json
 
 _ARRAYS = ["train_offsets", "train_items", "train_times", "valid_item", "valid_time",
            "test_item", "test_time"]

@@ -1,6 +1,6 @@
 """Download helper for the MovieLens zips, used only when asked (`prepare_data.py --download`).
 
-Streams the zip from GroupLens with a progress bar, checks its MD5 (SPEC §2), and extracts only
+Streams the zip from GroupLens with a progress bar, checks its MD5 (docs/protocol.md §2), and extracts only
 regular members under the archive's top folder into the dataset folder, refusing any member with
 an absolute path or a `..` component (path traversal). ml-latest-small changes with each release,
 so it has no fixed MD5 here: its MD5 is taken from the `.md5` file GroupLens publishes beside the
@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 BASE_URL = "https://files.grouplens.org/datasets/movielens"
 

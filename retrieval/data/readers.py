@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 _TYPES = {"int": pa.int64(), "float": pa.float64()}
 

@@ -12,9 +12,9 @@ from typing import Callable, Protocol
 
 import gin
 
-from retrieval import gin_values
+from retrieval.core import gin_values
 from retrieval.data.types import Interactions, SplitData
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def load_split(name: str = "synthetic", k_core: int | None = None, use_cache: bo
     """Load dataset `name`, filter to its k-core (default per dataset), split leave-one-out."""
     from retrieval.data import cache
     from retrieval.data.split import leave_one_out
-    from retrieval.io import fingerprint
+    from retrieval.core.io import fingerprint
 
     source = get_source(name)
     k = source.default_k_core if k_core is None else gin_values.integer("load_split.k_core", k_core,

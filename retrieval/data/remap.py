@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from retrieval.data.types import Interactions, ItemCatalogue
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 # A direct lookup table is faster than a binary search; use it while the raw ids are this small.
 _MAX_TABLE_ID = 50_000_000

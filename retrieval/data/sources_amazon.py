@@ -10,7 +10,7 @@ brand), a brand never does (a brand is only ever first). On Beauty this finds 6 
 categories (Skin Care, Hair Care, Makeup, ...) and a brand first for 7,494 items; the brand
 "Unknown" (38 items) is Amazon's placeholder and is dropped, leaving 7,456 items with one of 435
 brands. Repeated category names are kept once. HTML entities are decoded ("L&#39;Oreal" -> "L'Oreal").
-Text (SPEC §2): "{title}; brand: {brand}; categories: {c1, c2}".
+Text (docs/protocol.md §2): "{title}; brand: {brand}; categories: {c1, c2}".
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from retrieval.data.registry import data_root, register
 from retrieval.data.remap import (build_interactions, extend_catalogue, map_items,
                                   position_in_group)
 from retrieval.data.types import Interactions, ItemCatalogue
-from retrieval.errors import RecError
-from retrieval.io import file_fingerprint, fingerprint
+from retrieval.core.errors import RecError
+from retrieval.core.io import file_fingerprint, fingerprint
 
 _WS = np.array([ord(c) for c in " \t\r\n\f\v"], dtype=np.uint8)
 

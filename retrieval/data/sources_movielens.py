@@ -19,8 +19,8 @@ from retrieval.data import readers
 from retrieval.data.registry import data_root, register
 from retrieval.data.remap import build_interactions, extend_catalogue, map_items
 from retrieval.data.types import Interactions, ItemCatalogue
-from retrieval.errors import RecError
-from retrieval.io import file_fingerprint, fingerprint
+from retrieval.core.errors import RecError
+from retrieval.core.io import file_fingerprint, fingerprint
 
 ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                  "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",

@@ -4,11 +4,11 @@ from __future__ import annotations
 import gin
 import numpy as np
 
-from retrieval import gin_values
+from retrieval.core import gin_values
 from retrieval.data import synthetic
 from retrieval.data.registry import register
 from retrieval.data.types import Interactions, ItemCatalogue
-from retrieval.io import fingerprint
+from retrieval.core.io import fingerprint
 
 
 @register("synthetic")

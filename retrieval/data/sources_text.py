@@ -16,8 +16,8 @@ from retrieval.data import readers
 from retrieval.data.registry import register
 from retrieval.data.remap import build_interactions, map_items, position_in_group
 from retrieval.data.types import Interactions, ItemCatalogue
-from retrieval.errors import RecError
-from retrieval.io import file_fingerprint, fingerprint
+from retrieval.core.errors import RecError
+from retrieval.core.io import file_fingerprint, fingerprint
 
 
 def _num_columns(path: Path) -> int:

@@ -1,10 +1,10 @@
-"""k-core filtering and the leave-one-out split (SPEC §2), vectorised over the whole table."""
+"""k-core filtering and the leave-one-out split (docs/protocol.md §2), vectorised over the whole table."""
 from __future__ import annotations
 
 import numpy as np
 
 from retrieval.data.types import Interactions, SplitData
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 
 
 def k_core(user: np.ndarray, item: np.ndarray, k: int, num_users: int, num_items: int) -> np.ndarray:
@@ -42,7 +42,7 @@ def leave_one_out(inter: Interactions, name: str, k: int, fingerprint: str,
     original order; users are renumbered 0..U-1 in their original order.
 
     Works with a keep-mask over the input rows instead of filtered copies: at ML-25M size each
-    copy of (user, item, time) is 600 MB, and this stays within the 4 GB budget (SPEC §7).
+    copy of (user, item, time) is 600 MB, and this stays within the 4 GB budget (docs/protocol.md §7).
     """
     if inter.num_events == 0:
         raise RecError(f"dataset {name!r}: no interactions were read; check the data files")

@@ -9,7 +9,7 @@ import numpy as np
 
 from retrieval.data.registry import DatasetSource, cache_root
 from retrieval.data.types import Interactions, SplitData
-from retrieval.io import write_json
+from retrieval.core.io import write_json
 
 
 def interaction_stats(inter: Interactions) -> dict:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from retrieval.data import synthetic
-from retrieval.io import atomic_write
+from retrieval.core.io import atomic_write
 
 HALF_STARS = [f"{x / 2:.1f}" for x in range(1, 11)]          # "0.5" .. "5.0", as in ML-25M
 

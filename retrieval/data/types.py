@@ -18,7 +18,7 @@ class ItemCatalogue:
     titles:   (N+1,) str — may be "" when the source has no title.
     fields:   extra text fields, each (N+1,) str, e.g. {"genres": ..., "brand": ..., "categories": ...};
               multi-valued fields are joined by "|".
-    template: how `texts()` renders an item (SPEC §2): "movielens" or "amazon" or "plain".
+    template: how `texts()` renders an item (docs/protocol.md §2): "movielens" or "amazon" or "plain".
     """
 
     raw_ids: np.ndarray
@@ -60,7 +60,7 @@ class ItemCatalogue:
         return "; ".join(parts)
 
     def texts(self) -> list[str]:
-        """Text of items 1..N (index i-1 = item i), SPEC §2 templates."""
+        """Text of items 1..N (index i-1 = item i), docs/protocol.md §2 templates."""
         return [self.text(i) for i in range(1, self.num_items + 1)]
 
     def subset(self, keep: np.ndarray) -> "ItemCatalogue":
@@ -95,7 +95,7 @@ class Interactions:
 
 @dataclass(frozen=True)
 class SplitData:
-    """Leave-one-out split (SPEC §2), user rows 0..U-1, item ids 1..N.
+    """Leave-one-out split (docs/protocol.md §2), user rows 0..U-1, item ids 1..N.
 
     train_offsets: (U+1,) int64 — user u's training sequence is train_items[off[u]:off[u+1]].
     train_items, train_times: (T,) int64, time-ordered within each user.

@@ -1,4 +1,4 @@
-"""One evaluator for every model (SPEC §3)."""
+"""One evaluator for every model (docs/protocol.md §3)."""
 from retrieval.evaluation.evaluator import EvalResult, Evaluator
 from retrieval.evaluation.metrics import (DEFAULT_KS, MISS, metrics_from_ranks, per_user_auc,
                                           per_user_metric)

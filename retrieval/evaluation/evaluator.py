@@ -14,7 +14,7 @@ ranked: per-user AUC and GAUC (metrics.per_user_auc) need both. Memory is bounde
 batch: one (batch_size, N+1) score matrix at a time (512 x 60k float32 = 123 MB at ML-25M scale),
 so no chunking over items is needed.
 
-Under torchrun (retrieval.distributed) each rank ranks every W-th user and the per-user ranks are
+Under torchrun (retrieval.core.distributed) each rank ranks every W-th user and the per-user ranks are
 gathered on all ranks, so metrics equal the single-process ones and every rank can act on them.
 """
 from __future__ import annotations
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from retrieval import distributed
-from retrieval.batch import history_batch
+from retrieval.core import distributed
+from retrieval.data.batch import history_batch
 from retrieval.data.types import SplitData
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from retrieval.evaluation.metrics import DEFAULT_KS, MISS, metrics_from_ranks
-from retrieval.interfaces import Generator, Scorer
+from retrieval.evaluation.interfaces import Generator, Scorer
 
 FULL = "full"
 SAMPLED = "sampled-100"
@@ -248,7 +248,7 @@ class Evaluator:
         self.progress = progress
 
     def protocol(self) -> dict:
-        """What a report must print beside the numbers (SPEC §3)."""
+        """What a report must print beside the numbers (docs/protocol.md §3)."""
         return {"exclude_history": self.exclude_history, "ks": list(self.ks),
                 "ties": "pessimistic", "max_history": self.max_history,
                 "sampled": ({"name": SAMPLED, "num_negatives": self.num_sampled,

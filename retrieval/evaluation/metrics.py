@@ -1,4 +1,4 @@
-"""Ranking metrics from 0-based pessimistic ranks (SPEC §3).
+"""Ranking metrics from 0-based pessimistic ranks (docs/protocol.md §3).
 
 rank = number of other candidates scoring >= the target; a miss (target not ranked at all, e.g. past
 the beam of a generator) is MISS. HR@K = [rank < K], NDCG@K = 1/log2(rank+2) if rank < K,

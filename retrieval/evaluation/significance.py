@@ -1,4 +1,4 @@
-"""Paired significance tests between two models on the same users (SPEC §3).
+"""Paired significance tests between two models on the same users (docs/protocol.md §3).
 
 Both EvalResults must come from the same stage, protocol and `exclude_history` setting, over the
 same set of users; the per-user metric (e.g. ndcg@10) is recomputed from the kept ranks and the
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-from retrieval.errors import RecError
+from retrieval.core.errors import RecError
 from retrieval.evaluation.evaluator import FULL, EvalResult
 from retrieval.evaluation.metrics import per_user_metric
 

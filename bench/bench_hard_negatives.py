@@ -26,10 +26,10 @@ import retrieval.negatives  # noqa: F401  (registers every negative sampler)
 from retrieval.data import load_split
 from retrieval.scorers.losses import ScorerLoss
 from retrieval.scorers import SequentialScorer
-from retrieval.negatives.base import build_negative_sampler
+from retrieval.negatives.base import NegativeSampler, build_negative_sampler
 from retrieval.negatives.samplers import HardNegativeSampler, MixtureNegativeSampler
 from retrieval.scorers.sequences import TrainingSequences
-from retrieval.scorers.trainer import ScorerTrainer
+from retrieval.scorers.trainer import ScorerTask, ScorerTrainer
 
 VARIANTS = {                        # label -> (sampler name, hard-negative query)
     "uniform": ("uniform", None),
@@ -40,32 +40,10 @@ VARIANTS = {                        # label -> (sampler name, hard-negative quer
 }
 
 
-class FixedBatches:
-    """The TrainingSequences interface over a fixed list of batches (index arrays into `data`), so
-    a few of one epoch's length-bucketed batches (as the trainer builds them) can be replayed."""
-
-    def __init__(self, data: TrainingSequences, batches: list[np.ndarray]):
-        self.data, self.fixed = data, batches
-
-    def __len__(self) -> int:
-        return sum(len(b) for b in self.fixed)
-
-    @property
-    def num_positions(self) -> int:
-        s, e = self.data.starts, self.data.ends
-        return int(sum(np.minimum(e[b] - s[b] - 1, self.data.maxlen).sum() for b in self.fixed))
-
-    def batches(self, rng, batch_size, bucket_batches):
-        return self.fixed
-
-    def batch(self, idx):
-        return self.data.batch(idx)
-
-
-class Timed:
-    """Forwards a sampler, timing `sample`; hides set_epoch, because the chunked loop calls
-    train_epoch (which calls set_epoch) every few batches, and the per-epoch index rebuild it
-    triggers must be counted once per epoch, not once per chunk (it is added back below)."""
+class Timed(NegativeSampler):
+    """Forwards a sampler, timing `sample`. The batches are timed in chunks through
+    ScorerTrainer.train_batches, which does not call set_epoch (the per-epoch index rebuild is
+    counted once per epoch below, not once per chunk)."""
 
     def __init__(self, sampler):
         self.inner, self.seconds = sampler, 0.0
@@ -80,8 +58,7 @@ class Timed:
         return self.inner.log_q()
 
     def bind_item_embeddings(self, source):
-        if hasattr(self.inner, "bind_item_embeddings"):
-            self.inner.bind_item_embeddings(source)
+        self.inner.bind_item_embeddings(source)
 
 
 def hard_parts(sampler):
@@ -131,16 +108,17 @@ def main() -> None:
         for hard in hard_parts(sampler):
             hard.query, hard.pool_size, hard.refresh_every = query, args.pool_size, args.refresh_every
         timed = Timed(sampler)
-        timed.bind_item_embeddings(lambda m=model: m.item_emb.weight)
-        runs[label] = {"model": model, "sampler": timed, "opt": trainer._optimizer(model),
-                       "wall": 0.0, "cpu": 0.0, "raw": sampler}
+        task = ScorerTask(trainer, model, split, loss, timed, None)   # binds the live item table
+        task.log_q = timed.log_q()                                     # (train_batches: no epochs)
+        runs[label] = {"model": model, "sampler": timed, "task": task, "wall": 0.0, "cpu": 0.0,
+                       "opt": torch.optim.AdamW(model.parameters(), lr=trainer.lr, betas=trainer.betas),
+                       "raw": sampler}
 
-    for step, start in enumerate(range(0, len(timed_batches), args.chunk)):
-        rows = FixedBatches(data, timed_batches[start:start + args.chunk])
+    for start in range(0, len(timed_batches), args.chunk):
+        rows = timed_batches[start:start + args.chunk]
         for run in runs.values():
             t0, c0 = time.perf_counter(), time.process_time()
-            trainer.train_epoch(run["model"], rows, loss, run["sampler"], run["opt"],
-                                np.random.default_rng(step), 1, step)
+            trainer.train_batches(run["task"], rows, run["opt"])
             run["wall"] += time.perf_counter() - t0
             run["cpu"] += time.process_time() - c0
 

@@ -33,8 +33,7 @@ from retrieval.data import load_split
 from retrieval.scorers.losses import ScorerLoss
 from retrieval.scorers import SequentialScorer
 from retrieval.negatives.base import UniformNegativeSampler
-from retrieval.scorers.sequences import TrainingSequences
-from retrieval.scorers.trainer import ScorerTrainer
+from retrieval.scorers.trainer import ScorerTask, ScorerTrainer
 
 
 def cpu_seconds() -> float:
@@ -138,11 +137,12 @@ def our_epoch(split, maxlen, bs, bucket_batches):
     model = SequentialScorer(num_items=split.num_items, maxlen=maxlen, hidden=50, num_blocks=2,
                              num_heads=1, dropout=0.2)
     trainer = ScorerTrainer(batch_size=bs, progress=False, bucket_batches=bucket_batches, device="cpu")
-    data = TrainingSequences(split, maxlen)
-    opt = trainer._optimizer(model)
-    out = trainer.train_epoch(model, data, ScorerLoss("bce", num_negatives=1),
-                              UniformNegativeSampler(split, seed=0), opt, np.random.default_rng(0), 1, 0)
-    return out
+    task = ScorerTask(trainer, model, split, ScorerLoss("bce", num_negatives=1),
+                      UniformNegativeSampler(split, seed=0), None)
+    batches = task.epoch_batches(0, np.random.default_rng(0))
+    task.on_epoch_start(0)
+    out = trainer.train_batches(task, batches)
+    return {"loss": out["loss"], "positions": out["targets"], "sequences": len(task.data)}
 
 
 def main() -> None:

@@ -44,25 +44,11 @@ def load_ml25m(data_dir: Path, rows: int):
     return split
 
 
-class _Subset:
-    """A view of TrainingSequences holding `rows` of it (len() and batch() only)."""
-
-    def __init__(self, data, rows: np.ndarray):
-        self.data, self.rows = data, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def batch(self, idx):
-        return self.data.batch(self.rows[idx])
-
-
 def bench_sasrec(split, steps: int, warmup: int, batch_size: int, seed: int, loss_name: str) -> dict:
     from retrieval.scorers.losses import ScorerLoss
     from retrieval.scorers import SequentialScorer
     from retrieval.negatives.base import UniformNegativeSampler
-    from retrieval.scorers.sequences import TrainingSequences
-    from retrieval.scorers.trainer import ScorerTrainer
+    from retrieval.scorers.trainer import ScorerTask, ScorerTrainer
 
     torch.manual_seed(seed)
     model = SequentialScorer(num_items=split.num_items, maxlen=200, hidden=50, num_blocks=2,
@@ -72,19 +58,20 @@ def bench_sasrec(split, steps: int, warmup: int, batch_size: int, seed: int, los
     model.to(trainer.device)
     loss = ScorerLoss(name=loss_name, num_negatives=1)
     sampler = UniformNegativeSampler(split, seed=seed)
-    data = TrainingSequences(split, model.maxlen)
+    task = ScorerTask(trainer, model, split, loss, sampler, None)
+    data = task.data
     rng = np.random.default_rng(seed)
-    opt = trainer._optimizer(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=trainer.lr, betas=trainer.betas)
     pick = rng.choice(len(data), size=(warmup + steps) * batch_size, replace=False)
-    trainer.train_epoch(model, _Subset(data, pick[:warmup * batch_size]), loss, sampler, opt, rng, 1, 0)
-    sub = _Subset(data, pick[warmup * batch_size:])
+    batches = [pick[s:s + batch_size] for s in range(0, len(pick), batch_size)]   # random users
+    trainer.train_batches(task, batches[:warmup], opt)
     t, c = time.perf_counter(), time.process_time()
-    out = trainer.train_epoch(model, sub, loss, sampler, opt, rng, 1, 0)
+    out = trainer.train_batches(task, batches[warmup:], opt)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
-    sps = len(sub) / wall
+    sps = steps * batch_size / wall
     return {"model": f"SASRec ({loss_name}{', 1 neg' if loss.num_negatives else ''})", "params": sum(p.numel() for p in model.parameters()),
             "batch": batch_size, "steps": steps, "wall_s": wall, "cpu_s": cpu, "samples_per_s": sps,
-            "positions_per_s": out["positions"] / wall, "epoch_samples": len(data),
+            "positions_per_s": out["targets"] / wall, "epoch_samples": len(data),
             "epoch_h": len(data) / sps / 3600, "device": str(trainer.device)}
 
 

@@ -30,19 +30,19 @@ class OneRecTrainer(Trainer):
 
     name = "OneRecTrainer"
 
-    def __init__(self, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.01,
-                 warmup_steps: int = 1000, warmup_epochs: float = 0.0, schedule: str = "inverse_sqrt",
-                 num_epochs: int = 200, max_steps: int = 0, max_minutes: float = 0.0,
-                 grad_clip: float | None = 1.0, eval_every: int = 1, eval_every_steps: int = 0,
-                 eval_users: int | None = 2000, eval_seed: int = 0, patience: int = 10,
-                 checkpoint_every_steps: int = 500, log_every_steps: int = 50, bucket_batches: int = 50,
-                 seed: int = 42, progress: bool = True, device: str | None = None, amp: bool = True,
-                 num_threads: int | None = None):
+    def __init__(self, num_epochs: int = 200, batch_size: int = 256, lr: float = 1e-3,
+                 weight_decay: float = 0.01, betas: tuple = (0.9, 0.999), schedule: str = "inverse_sqrt",
+                 warmup_steps: int = 1000, warmup_epochs: float = 0.0, grad_clip: float | None = 1.0,
+                 max_steps: int = 0, max_minutes: float = 0.0, eval_every: int = 1,
+                 eval_every_steps: int = 0, eval_users: int | None = 2000, eval_seed: int = 0,
+                 patience: int = 10, checkpoint_every_steps: int = 500, log_every_steps: int = 50,
+                 seed: int = 42, device: str | None = None, amp: bool = True, progress: bool = True,
+                 num_threads: int | None = None, bucket_batches: int = 50):
         super().__init__(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         schedule=schedule, warmup_steps=warmup_steps, warmup_epochs=warmup_epochs,
-                         grad_clip=grad_clip, max_steps=max_steps, max_minutes=max_minutes,
-                         eval_every=eval_every, eval_every_steps=eval_every_steps, eval_users=eval_users,
-                         eval_seed=eval_seed, patience=patience,
+                         betas=betas, schedule=schedule, warmup_steps=warmup_steps,
+                         warmup_epochs=warmup_epochs, grad_clip=grad_clip, max_steps=max_steps,
+                         max_minutes=max_minutes, eval_every=eval_every, eval_every_steps=eval_every_steps,
+                         eval_users=eval_users, eval_seed=eval_seed, patience=patience,
                          checkpoint_every_steps=checkpoint_every_steps, log_every_steps=log_every_steps,
                          seed=seed, device=device, amp=amp, progress=progress, num_threads=num_threads)
         self.bucket_batches = int(bucket_batches)
@@ -55,11 +55,11 @@ class OneRecTask(TrainingTask):
     """A generator's samples, step and validation for the Trainer."""
 
     def __init__(self, trainer: OneRecTrainer, model: torch.nn.Module, split: SplitData,
-                 evaluator: Evaluator, semantic_ids_codes: np.ndarray):
+                 evaluator: Evaluator, semantic_ids_codes: np.ndarray | None = None):
         self.trainer, self.model, self.split, self.evaluator = trainer, model, split, evaluator
         self.num_users = split.num_users
         self.samples = model.training_samples(split)     # windows (item-level kinds) or prefixes (tiger)
-        self.sid_fingerprint = fingerprint(semantic_ids_codes)
+        self.sid_fingerprint = fingerprint(semantic_ids_codes) if semantic_ids_codes is not None else ""
         if len(self.samples) == 0:
             from retrieval.core.errors import RecError
             raise RecError(f"dataset {split.name!r} has no training samples (every training sequence "

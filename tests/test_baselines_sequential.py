@@ -45,9 +45,9 @@ def test_gru4rec_learns_well_above_popularity(split, tmp_path):
     model = GRU4Rec(num_items=split.num_items, maxlen=20, hidden=32, dropout=0.1)
     res = _fit(model, split, tmp_path, epochs=12, lr=0.01)
     pop = popularity_ndcg(split)
-    got = res["test"]["full"]["ndcg@10"]
+    got = res["test"].metrics["full"]["ndcg@10"]
     assert got > 3 * pop and got > pop + 0.15, (got, pop)
-    assert res["test"]["full"]["auc"] > 0.7
+    assert res["test"].metrics["full"]["auc"] > 0.7
 
 
 def test_bert4rec_learns_well_above_popularity(split, tmp_path):
@@ -56,7 +56,7 @@ def test_bert4rec_learns_well_above_popularity(split, tmp_path):
                      dropout=0.1, mask_prob=0.4)
     res = _fit(model, split, tmp_path, epochs=25, lr=0.005)
     pop = popularity_ndcg(split)
-    got = res["test"]["full"]["ndcg@10"]
+    got = res["test"].metrics["full"]["ndcg@10"]
     assert got > 3 * pop and got > pop + 0.1, (got, pop)
 
 
@@ -119,7 +119,7 @@ def test_bert4rec_resumes_exactly(split, tmp_path):
     ta = load_tensors(tmp_path / "a/checkpoints/last.safetensors")
     tb = load_tensors(tmp_path / "b/checkpoints/last.safetensors")
     assert all(torch.equal(ta[k], tb[k]) for k in ta)                     # the same masks were drawn
-    assert full["test"] == resumed["test"]
+    assert full["test"].metrics == resumed["test"].metrics
 
 
 def _train_script(run_dir, config, *params):

@@ -1,14 +1,15 @@
-"""The library imports only downward: every import (module level and inside functions) of every .py
-under retrieval/, onerec/ and rqvae/ stays within the layers its own layer may use.
+"""The library imports only downward (docs/architecture.md, "What may import what"): every import,
+at module level or inside a function, of every .py under retrieval/, onerec/ and rqvae/ stays within
+what its layer may use.
 
     retrieval.core          nothing of the project outside core
     retrieval.data          core
     retrieval.evaluation    core, data
-    retrieval.negatives     core, data, evaluation                  (the FAISS item index lives here)
+    retrieval.negatives     core, data                      (the FAISS item index, similar-item tables)
     retrieval.scorers       core, data, evaluation, negatives
     retrieval.baselines     core, data, evaluation, negatives
-    rqvae                   core, data, evaluation, negatives       (knows nothing of onerec)
-    onerec                  core, data, evaluation, negatives, rqvae (the semantic-ID artifact)
+    rqvae                   core, data, evaluation, negatives           (knows nothing of onerec)
+    onerec                  core, data, evaluation, negatives, rqvae.artifact (the stage-1 contract)
     retrieval.compare       anything in the library: it runs and composes both paths
 
 A layer may always import itself. A failure names file:line and the import at fault.
@@ -26,20 +27,25 @@ CORE, DATA, EVALUATION, NEGATIVES = ("retrieval.core", "retrieval.data", "retrie
                                      "retrieval.negatives")
 SCORERS, BASELINES, COMPARE = "retrieval.scorers", "retrieval.baselines", "retrieval.compare"
 LAYERS = (CORE, DATA, EVALUATION, NEGATIVES, SCORERS, BASELINES, COMPARE, "rqvae", "onerec")
-BELOW_MODELS = {CORE, DATA, EVALUATION, NEGATIVES}
+SHARED = {CORE, DATA, EVALUATION, NEGATIVES}
+# Layer -> the modules (dotted prefixes) it may import besides its own.
 MAY_IMPORT = {
     CORE: set(),
     DATA: {CORE},
     EVALUATION: {CORE, DATA},
-    NEGATIVES: {CORE, DATA, EVALUATION},
-    SCORERS: BELOW_MODELS,
-    BASELINES: BELOW_MODELS,
-    "rqvae": BELOW_MODELS,
-    "onerec": BELOW_MODELS | {"rqvae"},
+    NEGATIVES: {CORE, DATA},
+    SCORERS: SHARED,
+    BASELINES: SHARED,
+    "rqvae": SHARED,
+    "onerec": SHARED | {"rqvae.artifact"},
     COMPARE: set(LAYERS),
 }
 # Edges across the rule that cannot go yet: {(file, imported module): reason}; keep it empty.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
+
+
+def within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
 
 
 def layer_of(module: str) -> str | None:
@@ -47,10 +53,7 @@ def layer_of(module: str) -> str | None:
     only RecError from core) counts as core. None for modules outside the project."""
     if module == "retrieval":
         return CORE
-    for layer in LAYERS:
-        if module == layer or module.startswith(layer + "."):
-            return layer
-    return None
+    return next((layer for layer in LAYERS if within(module, layer)), None)
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -74,19 +77,20 @@ def imported_modules(node: ast.AST, module: str, is_package: bool) -> list[str]:
 
 
 def violations(path: Path, root: Path = ROOT) -> list[str]:
-    """'file:line: import ...  (layer may not import layer)' for each import against the rule."""
+    """'file:line: import ...  (layer may not import module)' for each import against the rule."""
     module = module_name(path, root)
     own = layer_of(module)
     allowed = MAY_IMPORT[own] | {own}
     rel = path.relative_to(root).as_posix()
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=rel)):
-        bad = {layer_of(name) for name in imported_modules(node, module, path.name == "__init__.py")
-               if layer_of(name) not in allowed | {None}
-               and not any(name == m or name.startswith(m + ".") for f, m in EXCEPTIONS if f == rel)}
+        names = ["retrieval.core" if n == "retrieval" else n
+                 for n in imported_modules(node, module, path.name == "__init__.py")]
+        bad = [n for n in names if layer_of(n) is not None
+               and not any(within(n, p) for p in allowed)
+               and not any(within(n, m) for f, m in EXCEPTIONS if f == rel)]
         if bad:
-            found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}  "
-                         f"({own} may not import {', '.join(sorted(bad))})")
+            found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}  ({own} may not import {bad[0]})")
     return found
 
 
@@ -110,7 +114,7 @@ def test_the_exceptions_are_still_needed():
         tree = ast.parse((ROOT / rel).read_text(encoding="utf-8"))
         names = {n for node in ast.walk(tree)
                  for n in imported_modules(node, module_name(ROOT / rel), False)}
-        assert any(n == target or n.startswith(target + ".") for n in names), (rel, target)
+        assert any(within(n, target) for n in names), (rel, target)
 
 
 @pytest.mark.parametrize("source, expected", [
@@ -130,4 +134,12 @@ def test_a_function_level_import_against_the_rule_is_reported(tmp_path):
     bad = tmp_path / "onerec" / "bad.py"
     bad.write_text("def f():\n    import retrieval.scorers.trainer  # noqa: F401\n")
     assert violations(bad, tmp_path) == ["onerec/bad.py:2: import retrieval.scorers.trainer  "
-                               "(onerec may not import retrieval.scorers)"]
+                                         "(onerec may not import retrieval.scorers.trainer)"]
+
+
+def test_onerec_reads_only_the_semantic_id_artifact_of_stage_one(tmp_path):
+    (tmp_path / "onerec").mkdir()
+    bad = tmp_path / "onerec" / "bad.py"
+    bad.write_text("from rqvae.artifact import SemanticIds\nfrom rqvae.embeddings import item_embeddings\n")
+    assert violations(bad, tmp_path) == ["onerec/bad.py:2: from rqvae.embeddings import item_embeddings  "
+                                         "(onerec may not import rqvae.embeddings.item_embeddings)"]

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 import retrieval.data  # noqa: F401  (registers the dataset sources)
-from onerec.trainer import OneRecTrainer, lr_factor
+from onerec.trainer import OneRecTask, OneRecTrainer
+from retrieval.core.trainer import lr_factor
 from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
 from onerec_helpers import make_split, random_sids, tiny_model
 from retrieval.data.registry import load_split
@@ -34,7 +35,7 @@ def _toy_split():
 
 
 def _trainer(**kw):
-    args = dict(batch_size=16, lr=3e-3, warmup_steps=3, max_epochs=2, eval_every_steps=5,
+    args = dict(batch_size=16, lr=3e-3, warmup_steps=3, num_epochs=2, eval_every_steps=5,
                 eval_users=12, checkpoint_every_steps=3, log_every_steps=1, patience=50, seed=5,
                 progress=False)
     args.update(kw)
@@ -58,14 +59,25 @@ def _evaluator():
     return Evaluator(ks=(5, 10), num_generated=10, batch_size=8, progress=False)
 
 
+def _fit(trainer, model, split, run_dir, resume=False, crash_at=None):
+    """Train through the one training loop; crash_at: raise KeyboardInterrupt after that step."""
+    task = OneRecTask(trainer, model, split, _evaluator())
+    if crash_at is not None:
+        def after_step(step, out):
+            if step == crash_at:
+                raise KeyboardInterrupt
+        task.after_step = after_step
+    return trainer.run(task, run_dir, resume=resume)
+
+
 def test_lr_schedule_by_hand():
     assert lr_factor(0, 4, "inverse_sqrt", 100) == pytest.approx(0.25)
     assert lr_factor(3, 4, "inverse_sqrt", 100) == pytest.approx(1.0)
     assert lr_factor(15, 4, "inverse_sqrt", 100) == pytest.approx(0.5)          # sqrt(4 / 16)
     assert lr_factor(3, 4, "cosine", 14) == pytest.approx(1.0)
     assert lr_factor(8, 4, "cosine", 14) == pytest.approx(0.5)                  # half way: cos(pi/2)
-    with pytest.raises(RecError, match="schedule='linear' is unknown"):
-        lr_factor(5, 4, "linear", 10)
+    with pytest.raises(RecError, match="schedule = 'linear' is unknown"):
+        _trainer(schedule="linear")
 
 
 @KINDS
@@ -74,24 +86,19 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, ki
     sids = random_sids(30, levels=2, codebook_size=4, seed=1)
     epochs = 2 if kind == "tiger" else 6           # causal: one window per user, 2 steps an epoch
     full = tmp_path / "full"
-    _trainer(max_epochs=epochs).fit(_model(kind, sids, seed=3), split, full, "h", _evaluator())
+    _fit(_trainer(num_epochs=epochs), _model(kind, sids, seed=3), split, full)
 
     crashed = tmp_path / "crashed"
-
-    def crash(step):
-        if step == 7:                       # after the step-6 checkpoint and the step-5 evaluation
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        _trainer(max_epochs=epochs).fit(_model(kind, sids, seed=3), split, crashed, "h", _evaluator(), on_step=crash)
+    with pytest.raises(KeyboardInterrupt):       # after the step-6 checkpoint and the step-5 evaluation
+        _fit(_trainer(num_epochs=epochs), _model(kind, sids, seed=3), split, crashed, crash_at=7)
     assert json.loads((crashed / "checkpoints/last.json").read_text())["state"]["step"] == 6
-    _trainer(max_epochs=epochs).fit(_model(kind, sids, seed=99), split, crashed, "h", _evaluator(), resume=True)
+    _fit(_trainer(num_epochs=epochs), _model(kind, sids, seed=99), split, crashed, resume=True)
     for name in ("last", "best"):
         a = load_file(str(full / f"checkpoints/{name}.safetensors"))
         b = load_file(str(crashed / f"checkpoints/{name}.safetensors"))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("samples_per_s", "train_seconds")}
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("targets_per_s", "train_seconds")}
                         for r in rs]
     read = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
     assert strip(read(full)) == strip(read(crashed))
@@ -129,17 +136,16 @@ def test_nan_loss_names_the_step(tmp_path, kind):
     model = _model(kind, random_sids(30, levels=2, codebook_size=4))
     with torch.no_grad():
         (model.t5.shared.weight if kind == "tiger" else model.code_emb.weight).fill_(float("nan"))
-    with pytest.raises(RecError, match=r"training loss is nan at step 1 \(epoch 0, batch 0\)"):
-        _trainer().fit(model, split, tmp_path / "run", "h", _evaluator())
+    with pytest.raises(RecError, match=r"training loss is nan at step 1 \(epoch 1, batch 0\)"):
+        _fit(_trainer(), model, split, tmp_path / "run")
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):
     split = _toy_split()
     sids = random_sids(30, levels=2, codebook_size=4)
-    _trainer(max_epochs=1).fit(tiny_model(sids, beam_width=10), split, tmp_path, "hash-a", _evaluator())
-    with pytest.raises(RecError, match="checkpoint was made with another configuration"):
-        _trainer().fit(tiny_model(sids, beam_width=10), split, tmp_path, "hash-b", _evaluator(),
-                       resume=True)
+    _fit(_trainer(num_epochs=1), tiny_model(sids, beam_width=10), split, tmp_path)
+    with pytest.raises(RecError, match="checkpoint has batch_size = 16 but this config has 8"):
+        _fit(_trainer(batch_size=8), tiny_model(sids, beam_width=10), split, tmp_path, resume=True)
 
 
 # ---- the script, in a subprocess -------------------------------------------------------------
@@ -198,9 +204,9 @@ def test_script_trains_evaluates_and_refuses_a_changed_config(tmp_path, syntheti
     assert "train" in kinds and "eval" in kinds
     assert (run / "config.gin").is_file()
 
-    _one_line_error(_script(run, synthetic_sids), "already holds a training run")
-    changed = _script(run, synthetic_sids, "OneRecTrainer.lr = 0.5", resume=True)
-    _one_line_error(changed, "checkpoint was made with another configuration")
+    _one_line_error(_script(run, synthetic_sids), "already holds a checkpoint; pass --resume")
+    changed = _script(run, synthetic_sids, "OneRecModel.d_ff = 64", resume=True)
+    _one_line_error(changed, "checkpoint has model = ")
     assert (run / "results.json").is_file()                     # an existing run is left alone
 
 

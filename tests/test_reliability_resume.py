@@ -168,7 +168,7 @@ def test_scorer_nan_loss_names_the_step_and_keeps_the_last_finite_checkpoint(wor
     params = ["ScorerTrainer.lr=1e30", "ScorerTrainer.batch_size=64"]
     proc = run_script("train_sasrec.py", SCORER_RUN + gin_args(params) + ["--run_dir", str(run)], world["cache"])
     line = _one_line(proc)
-    assert line.startswith("error: training loss is nan at epoch 2, batch 0 (global step 2); "), line
+    assert line.startswith("error: training loss is nan at step 2 (epoch 2, batch 0); "), line
     assert read_json(run / "checkpoints/last.json")["state"]["epoch"] == 1
     assert not (run / "results.json").exists()
     _finite_checkpoints(run)

@@ -59,7 +59,8 @@ def test_each_strategy_trains_end_to_end_and_is_recorded(tmp_path, case):
     for key, value in expected.items():
         assert res["params"][key] == value, (key, res["params"][key])
     assert math.isfinite(res["test"]["full"]["ndcg@10"])
-    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
 
 

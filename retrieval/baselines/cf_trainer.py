@@ -73,14 +73,21 @@ class CFTrainer(Trainer):
     name = "CFTrainer"
 
     def __init__(self, num_epochs: int = 100, batch_size: int = 1024, lr: float = 1e-3,
-                 weight_decay: float = 0.0, l2: float = 0.0, loss: str = "bpr", num_negatives: int = 1,
-                 eval_every: int = 1, patience: int = 5, eval_users: int | None = None,
-                 eval_seed: int = 0, seed: int = 42, device: str | None = None, progress: bool = True,
-                 num_threads: int | None = None, grad_clip: float | None = None):
+                 weight_decay: float = 0.0, betas: tuple = (0.9, 0.999), schedule: str = "constant",
+                 warmup_steps: int = 0, warmup_epochs: float = 0.0, grad_clip: float | None = None,
+                 max_steps: int = 0, max_minutes: float = 0.0, eval_every: int = 1,
+                 eval_every_steps: int = 0, eval_users: int | None = None, eval_seed: int = 0,
+                 patience: int = 5, checkpoint_every_steps: int = 0, log_every_steps: int = 0,
+                 seed: int = 42, device: str | None = None, amp: bool = False, progress: bool = True,
+                 num_threads: int | None = None, l2: float = 0.0, loss: str = "bpr",
+                 num_negatives: int = 1):
         super().__init__(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         eval_every=eval_every, patience=patience, eval_users=eval_users,
-                         eval_seed=eval_seed, seed=seed, device=device, amp=False, progress=progress,
-                         num_threads=num_threads, grad_clip=grad_clip)
+                         betas=betas, schedule=schedule, warmup_steps=warmup_steps,
+                         warmup_epochs=warmup_epochs, grad_clip=grad_clip, max_steps=max_steps,
+                         max_minutes=max_minutes, eval_every=eval_every, eval_every_steps=eval_every_steps,
+                         eval_users=eval_users, eval_seed=eval_seed, patience=patience,
+                         checkpoint_every_steps=checkpoint_every_steps, log_every_steps=log_every_steps,
+                         seed=seed, device=device, amp=amp, progress=progress, num_threads=num_threads)
         self.num_negatives = gin_values.integer("CFTrainer.num_negatives", num_negatives)
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
             raise RecError(f"CFTrainer.l2 = {l2!r} must be a number >= 0; fix it in the gin config")

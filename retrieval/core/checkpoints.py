@@ -2,7 +2,7 @@
 crash-safe checkpoints (model + optimizer + scheduler + RNG + data position, safetensors + JSON).
 
 A checkpoint is two files written atomically: `<name>.safetensors` (model and optimizer tensors)
-and `<name>.json` (step, epoch, RNG states, scheduler state, extra state, the config hash). The
+and `<name>.json` (RNG states, scheduler state, the trainer's state with its signature). The
 JSON is written last, so a checkpoint exists only when both are complete.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +131,11 @@ def read_checkpoint_json(path: Path) -> dict:
 
 
 def save_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, scheduler=None,
-                    state: dict | None = None, config_hash: str = "") -> None:
+                    state: dict | None = None) -> None:
     """Write `<stem>.safetensors` then `<stem>.json` atomically."""
     path_stem = Path(path_stem)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    meta: dict = {"config_hash": config_hash, "state": state or {}, "rng": _rng_state()}
+    meta: dict = {"state": state or {}, "rng": _rng_state()}
     if optimizer is not None:
         t, m = _flatten_optimizer(optimizer)
         tensors.update(t)
@@ -192,13 +192,10 @@ def _weights_for(path_stem: Path, want: str | None) -> Path:
 
 
 def load_checkpoint(path_stem: Path, model: torch.nn.Module, optimizer=None, scheduler=None,
-                    config_hash: str | None = None, restore_rng: bool = True) -> dict:
+                    restore_rng: bool = True) -> dict:
     """Restore what save_checkpoint wrote; returns the extra `state` dict."""
     path_stem = Path(path_stem)
     meta = read_checkpoint_json(path_stem.with_suffix(".json"))
-    if config_hash is not None and meta.get("config_hash") not in ("", config_hash):
-        raise RecError(f"{path_stem}.json: checkpoint was made with another configuration "
-                       f"(hash {meta.get('config_hash')} != {config_hash}); use a fresh --run_dir")
     tensors = load_tensors(_weights_for(path_stem, meta.get("weights_digest")))
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
@@ -221,17 +218,3 @@ def autocast(device: torch.device, enabled: bool = True):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def config_hash(text: str) -> str:
-    import hashlib
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-@dataclass
-class RunState:
-    """Position in training, stored in a checkpoint's JSON `state`."""
-
-    epoch: int = 0
-    step: int = 0
-    extra: dict = field(default_factory=dict)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import logging
 import os
 import re
@@ -228,10 +227,6 @@ def _cleanup(run_dir: Path | None, created: Path | None) -> None:
         if d == created:
             break
         d = d.parent
-
-
-def dump(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)
 
 
 def env_info() -> dict:

@@ -44,15 +44,20 @@ class ScorerTrainer(Trainer):
     name = "ScorerTrainer"
 
     def __init__(self, num_epochs: int = 200, batch_size: int = 128, lr: float = 1e-3,
-                 weight_decay: float = 0.0, betas: tuple = (0.9, 0.98), grad_clip: float | None = 5.0,
-                 eval_every: int = 1, patience: int = 10, eval_users: int | None = None,
-                 eval_seed: int = 0, seed: int = 42, device: str | None = None, amp: bool = True,
-                 progress: bool = True, bucket_batches: int = 64, num_threads: int | None = None,
-                 max_minutes: float = 0.0):
+                 weight_decay: float = 0.0, betas: tuple = (0.9, 0.98), schedule: str = "constant",
+                 warmup_steps: int = 0, warmup_epochs: float = 0.0, grad_clip: float | None = 5.0,
+                 max_steps: int = 0, max_minutes: float = 0.0, eval_every: int = 1,
+                 eval_every_steps: int = 0, eval_users: int | None = None, eval_seed: int = 0,
+                 patience: int = 10, checkpoint_every_steps: int = 0, log_every_steps: int = 0,
+                 seed: int = 42, device: str | None = None, amp: bool = True, progress: bool = True,
+                 num_threads: int | None = None, bucket_batches: int = 64):
         super().__init__(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         betas=betas, grad_clip=grad_clip, eval_every=eval_every, patience=patience,
-                         eval_users=eval_users, eval_seed=eval_seed, seed=seed, device=device, amp=amp,
-                         progress=progress, num_threads=num_threads, max_minutes=max_minutes)
+                         betas=betas, schedule=schedule, warmup_steps=warmup_steps,
+                         warmup_epochs=warmup_epochs, grad_clip=grad_clip, max_steps=max_steps,
+                         max_minutes=max_minutes, eval_every=eval_every, eval_every_steps=eval_every_steps,
+                         eval_users=eval_users, eval_seed=eval_seed, patience=patience,
+                         checkpoint_every_steps=checkpoint_every_steps, log_every_steps=log_every_steps,
+                         seed=seed, device=device, amp=amp, progress=progress, num_threads=num_threads)
         self.bucket_batches = int(bucket_batches)
 
     def fit(self, model, split: SplitData, loss_fn: ScorerLoss, sampler: NegativeSampler,

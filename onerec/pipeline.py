@@ -19,7 +19,8 @@ from retrieval.evaluation import Evaluator
 from retrieval.evaluation.report import results_json, save_ranks, write_results
 from retrieval.core.io import fingerprint
 from retrieval.core.checkpoints import set_seed
-from retrieval.core.trainer import load_best, subsample
+from retrieval.core.checkpoints import load_best
+from retrieval.core.trainer import subsample
 from rqvae.artifact import META_FILE, SemanticIds
 
 

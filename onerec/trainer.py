@@ -14,7 +14,8 @@ import torch
 
 from retrieval.core import distributed
 from retrieval.core.io import fingerprint
-from retrieval.core.trainer import BEST, LAST, SELECT_METRIC, StepOutput, Trainer, TrainingTask
+from retrieval.core.checkpoints import BEST, LAST
+from retrieval.core.trainer import SELECT_METRIC, StepOutput, Trainer, TrainingTask
 from retrieval.data.types import SplitData
 from retrieval.evaluation import Evaluator
 

@@ -453,7 +453,7 @@ CASES: list[Case] = [
          prepare=_copy_run("scorer", _truncate("last.json"))),
     Case("sasrec-resume-other-variant", "train_sasrec.py", "--resume a SASRec checkpoint with the TiSASRec config",
          lambda w, rd: _sasrec(config="configs/synthetic/tisasrec-bce.gin")(w, rd) + ["--resume"],
-         "variant 'sasrec'", prepare=_copy_run("scorer")),
+         "checkpoint has variant = sasrec but this config has tisasrec", prepare=_copy_run("scorer")),
     Case("missing-run-dir", "train_sasrec.py", "no --run_dir",
          lambda w, rd: _sasrec()(w, rd)[:-2], "--run_dir is required"),
     # -- recommend.py on a finished OneRec run

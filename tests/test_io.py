@@ -33,8 +33,9 @@ def test_fresh_run_drops_metric_lines_of_a_run_killed_before_its_first_checkpoin
                       tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
-    assert all(r["loss"] < 9 for r in records)
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["epoch"] for r in train] == [1, 2] and all(r["loss"] < 9 for r in train)
+    assert all(r["kind"] in ("train", "eval") for r in records)            # no stale line left
 
 
 def test_checkpoint_killed_between_its_two_renames_loads_the_complete_pair(tmp_path):

@@ -10,6 +10,7 @@ from scipy.stats import chisquare
 
 from retrieval.data.types import ItemCatalogue, SplitData
 from retrieval.core.errors import RecError
+from retrieval.negatives.base import NegativeSampler
 from retrieval.negatives.item_index import ItemIndex
 from retrieval.negatives.base import (NEGATIVE_SAMPLERS, BatchHistory, build_negative_sampler,
                                  history_keys, in_history)
@@ -256,7 +257,7 @@ def test_slot_assignment_has_exact_batch_totals_and_mixes_every_row(ratios, rows
     assert (per_row >= np.floor(r * n - 1e-6)).all()                     # every row gets its share
 
 
-class TagSampler:
+class TagSampler(NegativeSampler):
     """A fake component: negative = user·10 + tag, so the output says who drew it for which row."""
 
     def __init__(self, tag):

@@ -31,7 +31,8 @@ from retrieval.evaluation import Evaluator
 from retrieval.evaluation.report import format_table, results_json, save_ranks, write_results
 from retrieval.negatives.base import NegativeSampler, build_negative_sampler
 from retrieval.core.checkpoints import set_seed
-from retrieval.core.trainer import StepOutput, Trainer, TrainingTask, load_best
+from retrieval.core.checkpoints import load_best
+from retrieval.core.trainer import StepOutput, Trainer, TrainingTask
 from retrieval.evaluation.final import final_results
 
 LOSSES = ("bpr", "bce")
@@ -176,7 +177,7 @@ def train_cf(run_dir: Path, resume: bool = False) -> dict:
         "params": {"variant": model.variant, "num_parameters": model.num_parameters(), **model.config,
                    "loss": trainer.loss, "num_negatives": trainer.num_negatives,
                    "negative_sampler": type(sampler).__name__},
-        **{k: out[k] for k in ("best_epoch", "epochs_run", "steps", "early_stopping", "timing")},
+        "training": out["training"], "timing": out["timing"],
         "env": env_info()})
     write_results(run_dir, record)
     save_ranks(Path(run_dir) / "ranks.safetensors", results)

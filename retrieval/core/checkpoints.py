@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from retrieval.core.errors import RecError
-from retrieval.core.io import load_tensors, read_json, save_tensors, write_json
+from retrieval.core.io import load_tensors, read_json, save_tensors, write_json, write_text
+
+LAST, BEST = "checkpoints/last", "checkpoints/best"     # inside a run directory
 
 
 def set_seed(seed: int) -> None:
@@ -218,3 +220,42 @@ def autocast(device: torch.device, enabled: bool = True):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def load_best(run_dir: Path, model: torch.nn.Module, signature: dict) -> dict:
+    """Load checkpoints/best into `model` (refused when made for another signature); its state."""
+    best = Path(run_dir) / BEST
+    if not best.with_suffix(".json").is_file():
+        raise RecError(f"{run_dir}: training finished without a validation checkpoint; check the "
+                       "trainer's eval_every / eval_every_steps")
+    check_signature(best.with_suffix(".json"), signature)
+    return load_checkpoint(best, model, restore_rng=False)
+
+
+def check_signature(path: Path, expected: dict) -> None:
+    """Refuse a checkpoint made for another model, dataset or batching, naming the field."""
+    got = read_checkpoint_json(path).get("state", {}).get("signature")
+    if not isinstance(got, dict):
+        raise RecError(f"{path}: not a checkpoint of this project's trainer (no signature); use a "
+                       "fresh --run_dir")
+    if (got.get("dataset"), got.get("dataset_fingerprint")) != (expected.get("dataset"),
+                                                                 expected.get("dataset_fingerprint")):
+        raise RecError(f"{path}: checkpoint was trained on dataset {got.get('dataset')!r} (fingerprint "
+                       f"{got.get('dataset_fingerprint')}) but this run loads {expected.get('dataset')!r} "
+                       f"(fingerprint {expected.get('dataset_fingerprint')}); use a fresh --run_dir")
+    for key, want in expected.items():
+        if _jsonable(got.get(key)) != _jsonable(want):
+            raise RecError(f"{path}: checkpoint has {key} = {got.get(key)} but this config has {want}; "
+                           "use the matching config or a fresh --run_dir")
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def truncate_log(log: MetricsLog, step: int) -> None:
+    """Keep only the metrics records up to `step` (the resume point; -1 = none), atomically."""
+    if log.path is None or not log.path.is_file():
+        return
+    records = [r for r in log.read() if r.get("step", 0) <= step]
+    write_text(log.path, "".join(json.dumps(r, default=float) + "\n" for r in records))

@@ -1,4 +1,6 @@
 """The one training loop of the project: scorers, generators, the CF baselines and the RQ-VAE.
+(Over 400 lines on purpose: the task interface, the settings and the loop are one contract that
+every model family depends on, and are read together.)
 
 A model family supplies a TrainingTask: its batches for an epoch, its step (batch -> loss), and an
 evaluation hook; the Trainer does the rest, the same way for everyone:
@@ -23,24 +25,22 @@ evaluation hook; the Trainer does the rest, the same way for everyone:
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from retrieval.core import distributed, gin_values
-from retrieval.core.checkpoints import (EarlyStopping, MetricsLog, autocast, load_checkpoint,
-                                        read_checkpoint_json, save_checkpoint)
+from retrieval.core.checkpoints import (BEST, LAST, EarlyStopping, MetricsLog, autocast, check_signature,
+                                        load_checkpoint, save_checkpoint, truncate_log)
 from retrieval.core.errors import RecError
-from retrieval.core.io import remove_stale_temps, write_text
+from retrieval.core.io import remove_stale_temps
 
-LAST, BEST = "checkpoints/last", "checkpoints/best"
 SELECT_METRIC = "ndcg@10"                 # model selection: validation full-ranking NDCG@10
 SCHEDULES = ("constant", "cosine", "inverse_sqrt")
 
@@ -282,7 +282,7 @@ class Trainer:
             order.bit_generator.state = saved["order_rng"]
             epoch_start_state = order.bit_generator.state
             batches = task.epoch_batches(st["epoch"], order)
-        _truncate_log(log, st["step"] if resume else -1)        # drop records past the resume point
+        truncate_log(log, st["step"] if resume else -1)        # drop records past the resume point
         users = task.validation_order(self.eval_subsample(task.num_users))
         epoch, pos, step, last_eval = st["epoch"], st["batch"], st["step"], st["last_eval_step"]
         epoch_seconds, epoch_cpu = list(st["epoch_seconds"]), list(st["epoch_cpu_seconds"])
@@ -446,42 +446,3 @@ class Trainer:
         if distributed.is_main():
             said = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
             tqdm.write(f"{run_dir}: resuming with {self.name} {said}")
-
-
-def load_best(run_dir: Path, model: torch.nn.Module, signature: dict) -> dict:
-    """Load checkpoints/best into `model` (refused when made for another signature); its state."""
-    best = Path(run_dir) / BEST
-    if not best.with_suffix(".json").is_file():
-        raise RecError(f"{run_dir}: training finished without a validation checkpoint; check the "
-                       "trainer's eval_every / eval_every_steps")
-    check_signature(best.with_suffix(".json"), signature)
-    return load_checkpoint(best, model, restore_rng=False)
-
-
-def check_signature(path: Path, expected: dict) -> None:
-    """Refuse a checkpoint made for another model, dataset or batching, naming the field."""
-    got = read_checkpoint_json(path).get("state", {}).get("signature")
-    if not isinstance(got, dict):
-        raise RecError(f"{path}: not a checkpoint of this project's trainer (no signature); use a "
-                       "fresh --run_dir")
-    if (got.get("dataset"), got.get("dataset_fingerprint")) != (expected.get("dataset"),
-                                                                 expected.get("dataset_fingerprint")):
-        raise RecError(f"{path}: checkpoint was trained on dataset {got.get('dataset')!r} (fingerprint "
-                       f"{got.get('dataset_fingerprint')}) but this run loads {expected.get('dataset')!r} "
-                       f"(fingerprint {expected.get('dataset_fingerprint')}); use a fresh --run_dir")
-    for key, want in expected.items():
-        if _jsonable(got.get(key)) != _jsonable(want):
-            raise RecError(f"{path}: checkpoint has {key} = {got.get(key)} but this config has {want}; "
-                           "use the matching config or a fresh --run_dir")
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def _truncate_log(log: MetricsLog, step: int) -> None:
-    """Keep only the metrics records up to `step` (the resume point; -1 = none), atomically."""
-    if log.path is None or not log.path.is_file():
-        return
-    records = [r for r in log.read() if r.get("step", 0) <= step]
-    write_text(log.path, "".join(json.dumps(r, default=float) + "\n" for r in records))

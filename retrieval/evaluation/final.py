@@ -22,10 +22,8 @@ def final_results(model, split: SplitData, best_state: dict, summary: FitSummary
         "protocol": {"primary": "full", "secondary": "sampled-100", "split": "leave-one-out",
                      "selection": f"best validation full {SELECT_METRIC}; test computed once for that "
                                   "checkpoint", **final_eval.protocol()},
-        "best_epoch": best_state["epoch"], "epochs_run": int(summary.epochs), "steps": summary.steps,
-        "early_stopping": {"patience": trainer.patience, "best": summary.best_valid,
-                           "best_step": summary.best_step, "stopped_by": summary.stopped_by},
-        "training": summary.training(),
+        "training": {**summary.training(), "best_epoch": best_state["epoch"],
+                     "settings": trainer.describe()},
         "timing": {**summary.timing(), "final_eval_seconds": time.perf_counter() - t1,
                    "device": str(trainer.device)},
     }

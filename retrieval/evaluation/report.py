@@ -39,18 +39,6 @@ def dataset_json(split: SplitData) -> dict:
 # What the scorer and user-ID writers (retrieval/scorers/train.py, retrieval/baselines/
 # cf_trainer.py) still pass flat: gathered here under "training" ("epochs_run" as "epochs"), so
 # their records have the one layout. Drop once they pass "training": FitSummary.training().
-_FLAT_TRAINING = {"best_epoch": "best_epoch", "best_step": "best_step", "epochs_run": "epochs",
-                  "steps": "steps", "early_stopping": "early_stopping", "stopped_by": "stopped_by"}
-
-
-def _one_layout(extra: dict) -> dict:
-    extra = dict(extra)
-    flat = {new: extra.pop(old) for old, new in _FLAT_TRAINING.items() if old in extra}
-    if flat:
-        extra["training"] = {**flat, **extra.get("training", {})}
-    return extra
-
-
 def results_json(models: dict[str, dict[str, EvalResult]], protocol: dict, split: SplitData,
                  extra: dict | None = None) -> dict:
     """The results.json record of `models` = {name: {"valid": EvalResult, "test": EvalResult}}.
@@ -61,7 +49,7 @@ def results_json(models: dict[str, dict[str, EvalResult]], protocol: dict, split
 
     per_model = {m: {st: r.to_json() for st, r in stages.items()} for m, stages in models.items()}
     first = next(iter(per_model))
-    extra = _one_layout(extra or {})
+    extra = dict(extra or {})
     return {"model": first, "models": per_model, **per_model[first], "protocol": protocol,
             "dataset": dataset_json(split), "config_hash": fingerprint(gin.config_str()),
             "env": extra.pop("env", None) or env_info(), **extra}

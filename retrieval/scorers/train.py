@@ -68,13 +68,13 @@ def train_scorer(run_dir: Path, resume: bool = False, *, content_embeddings: Ite
                    "loss": loss.name, "num_negatives": loss.num_negatives,
                    "negative_sampler": type(sampler).__name__,
                    "similarity": model.similarity.name, "auxiliary_losses": aux.describe()},
-        **{k: result[k] for k in ("best_epoch", "epochs_run", "steps", "early_stopping", "timing")},
+        "training": result["training"], "timing": result["timing"],
         "notes": notes, "env": cli.env_info()})
     if distributed.is_main():
         write_results(run_dir, record)
         save_ranks(run_dir / "ranks.safetensors", results)
     v, t = result["valid"].metrics["full"], result["test"].metrics["full"]
-    print(f"{model.variant}/{loss.name} on {split.name}: best epoch {result['best_epoch']}, "
+    print(f"{model.variant}/{loss.name} on {split.name}: best epoch {result['training']['best_epoch']}, "
           f"valid NDCG@10 {v['ndcg@10']:.4f} HR@10 {v['hr@10']:.4f} | test NDCG@10 {t['ndcg@10']:.4f} "
           f"HR@10 {t['hr@10']:.4f} AUC {t['auc']:.4f} (full ranking) -> {run_dir / 'results.json'}")
     return record

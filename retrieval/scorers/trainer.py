@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from retrieval.core import distributed
-from retrieval.core.trainer import StepOutput, Trainer, TrainingTask, load_best, local_rows
+from retrieval.core.checkpoints import load_best
+from retrieval.core.trainer import StepOutput, Trainer, TrainingTask, local_rows
 from retrieval.data.types import SplitData
 from retrieval.evaluation import Evaluator
 from retrieval.evaluation.final import final_results
@@ -65,8 +66,8 @@ class ScorerTrainer(Trainer):
             aux: AuxiliaryLosses | None = None) -> dict | None:
         """Train with early stopping, then evaluate the best checkpoint on valid and test.
 
-        Returns {"valid": EvalResult, "test": EvalResult, "protocol", "best_epoch", "epochs_run",
-        "steps", "early_stopping", "timing", "training"}, or None when `stop_after_epochs` ended
+        Returns {"valid": EvalResult, "test": EvalResult, "protocol", "training", "timing"}
+        (retrieval.evaluation.final), or None when `stop_after_epochs` ended
         this call before the run finished (call again with resume=True to continue).
         """
         task = ScorerTask(self, model, split, loss_fn, sampler, aux)

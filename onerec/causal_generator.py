@@ -30,7 +30,6 @@ from onerec.item_windows import WindowBatch
 from onerec.prefix_trie import PrefixTrie
 from onerec.vocab import PAD, SidVocab
 from retrieval.data.batch import HistoryBatch
-from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 
 
@@ -170,13 +169,6 @@ class CausalSidGenerator(ItemTrunk):
         finally:
             self.train(was_training)
 
-    def generate(self, batch: HistoryBatch, num_items: int) -> torch.Tensor:
-        """Generator interface: ranked item ids (B, num_items), best first, 0 in unused slots."""
-        if num_items > self.beam_width:
-            raise RecError(f"CausalSidGenerator.beam_width={self.beam_width} is smaller than the "
-                           f"{num_items} items asked for; set it >= {num_items}")
-        return self.beam_search(batch).items[:, :num_items]
-
 
 class _HeadDecoder:
     """The beam search's StepDecoder over the semantic-ID head: rows are user-major beams, each
@@ -233,4 +225,3 @@ def head_log_prob(model: CausalSidGenerator, h: torch.Tensor, tokens: torch.Tens
     logits = model.head.teacher_forced(h, tokens, model.code_emb.weight, model.item_nodes[items])
     return sum(torch.log_softmax(lg, -1).gather(
         1, (tokens[:, l] - int(model.vocab.offsets[l]))[:, None])[:, 0] for l, lg in enumerate(logits))
-

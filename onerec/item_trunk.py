@@ -15,6 +15,7 @@ from torch import nn
 
 from onerec.item_windows import ItemWindows
 from onerec.vocab import PAD, SidVocab
+from retrieval.data.batch import HistoryBatch
 from retrieval.data.types import SplitData
 from retrieval.core.errors import RecError
 
@@ -62,6 +63,14 @@ class ItemTrunk(nn.Module):
     def training_samples(self, split: SplitData) -> ItemWindows:
         """One window per max_len targets of every training sequence (onerec.item_windows)."""
         return ItemWindows(split, self.max_len)
+
+    def generate(self, batch: HistoryBatch, num_items: int) -> torch.Tensor:
+        """Generator interface: ranked item ids (B, num_items), best first, 0 in unused slots
+        (the first num_items of the subclass's beam_search, which holds beam_width items)."""
+        if num_items > self.beam_width:
+            raise RecError(f"{type(self).__name__}.beam_width={self.beam_width} is smaller than the "
+                           f"{num_items} items asked for; set it >= {num_items}")
+        return self.beam_search(batch).items[:, :num_items]
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """Right-aligned item ids (B, T) -> trunk states (B, T', d) of the last T' = min(T, max_len)

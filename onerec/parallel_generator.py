@@ -195,12 +195,6 @@ class ParallelSidGenerator(ItemTrunk):
         finally:
             self.train(was_training)
 
-    def generate(self, batch: HistoryBatch, num_items: int) -> torch.Tensor:
-        """Generator interface: ranked item ids (B, num_items), best first, 0 in unused slots."""
-        if num_items > self.beam_width:
-            raise RecError(f"ParallelSidGenerator.beam_width={self.beam_width} is smaller than the "
-                           f"{num_items} items asked for; set it >= {num_items}")
-        return self.beam_search(batch, num_items).items[:, :num_items]
 
 
 def _mask_padding(scores: torch.Tensor) -> torch.Tensor:

@@ -25,10 +25,8 @@ from retrieval.data.registry import load_split
 from retrieval.data.types import SplitData
 from retrieval.core.errors import RecError
 from retrieval.core.io import read_json
-from retrieval.core.checkpoints import load_checkpoint
+from retrieval.core.checkpoints import BEST, load_checkpoint
 from rqvae.artifact import SemanticIds
-
-BEST = "checkpoints/best"
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,9 @@ class OneRecTrainer(Trainer):
                  patience: int = 10, checkpoint_every_steps: int = 500, log_every_steps: int = 50,
                  seed: int = 42, device: str | None = None, amp: bool = True, progress: bool = True,
                  num_threads: int | None = None, bucket_batches: int = 50):
-        super().__init__(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         betas=betas, schedule=schedule, warmup_steps=warmup_steps,
-                         warmup_epochs=warmup_epochs, grad_clip=grad_clip, max_steps=max_steps,
-                         max_minutes=max_minutes, eval_every=eval_every, eval_every_steps=eval_every_steps,
-                         eval_users=eval_users, eval_seed=eval_seed, patience=patience,
-                         checkpoint_every_steps=checkpoint_every_steps, log_every_steps=log_every_steps,
-                         seed=seed, device=device, amp=amp, progress=progress, num_threads=num_threads)
-        self.bucket_batches = int(bucket_batches)
+        settings = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.bucket_batches = int(settings.pop("bucket_batches"))
+        super().__init__(**settings)                     # validates every shared setting
 
     def describe(self) -> dict:
         return {**super().describe(), "bucket_batches": self.bucket_batches}

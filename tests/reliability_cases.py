@@ -2,7 +2,7 @@
 
 Every case runs one command-line script as a user would (a subprocess, from the repo root) on tiny
 inputs that `build_world` makes once, and expects exit status 2 with exactly one line on stderr
-containing `expect`. tests/test_reliability_bad_input.py asserts them;
+containing `expect`. tests/reliability/test_script_bad_input.py asserts them;
 
     python tests/reliability_cases.py          # prints the markdown table of docs/reliability.md
 
@@ -444,7 +444,7 @@ CASES: list[Case] = [
          lambda w, rd: _onerec()(w, rd) + ["--resume"], "cannot read safetensors",
          prepare=_copy_run("onerec", _garble("last.safetensors"))),
     Case("onerec-existing-run", "train_onerec.py", "a run_dir holding a checkpoint, without --resume",
-         _onerec(), "already holds a training run", prepare=_copy_run("onerec")),
+         _onerec(), "already holds a checkpoint; pass --resume", prepare=_copy_run("onerec")),
     Case("sasrec-resume-truncated-checkpoint", "train_sasrec.py", "--resume from a truncated last.safetensors",
          lambda w, rd: _sasrec()(w, rd) + ["--resume"], "cannot read safetensors",
          prepare=_copy_run("scorer", _truncate("last.safetensors"))),

@@ -31,9 +31,8 @@ from retrieval.evaluation import Evaluator
 from retrieval.evaluation.report import format_table, results_json, save_ranks, write_results
 from retrieval.negatives.base import NegativeSampler, build_negative_sampler
 from retrieval.core.checkpoints import set_seed
-from retrieval.core.checkpoints import load_best
 from retrieval.core.trainer import StepOutput, Trainer, TrainingTask
-from retrieval.evaluation.final import final_results
+from retrieval.evaluation.final import train_and_evaluate
 
 LOSSES = ("bpr", "bce")
 
@@ -82,13 +81,9 @@ class CFTrainer(Trainer):
                  seed: int = 42, device: str | None = None, amp: bool = False, progress: bool = True,
                  num_threads: int | None = None, l2: float = 0.0, loss: str = "bpr",
                  num_negatives: int = 1):
-        super().__init__(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         betas=betas, schedule=schedule, warmup_steps=warmup_steps,
-                         warmup_epochs=warmup_epochs, grad_clip=grad_clip, max_steps=max_steps,
-                         max_minutes=max_minutes, eval_every=eval_every, eval_every_steps=eval_every_steps,
-                         eval_users=eval_users, eval_seed=eval_seed, patience=patience,
-                         checkpoint_every_steps=checkpoint_every_steps, log_every_steps=log_every_steps,
-                         seed=seed, device=device, amp=amp, progress=progress, num_threads=num_threads)
+        settings = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        l2, loss, num_negatives = (settings.pop(k) for k in ("l2", "loss", "num_negatives"))
+        super().__init__(**settings)                     # validates every shared setting
         self.num_negatives = gin_values.integer("CFTrainer.num_negatives", num_negatives)
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
             raise RecError(f"CFTrainer.l2 = {l2!r} must be a number >= 0; fix it in the gin config")
@@ -106,11 +101,7 @@ class CFTrainer(Trainer):
         if distributed.world_size() > 1:
             raise RecError("CFTrainer trains in one process; start scripts/train_cf.py without torchrun")
         task = CFTask(self, model, split, sampler)
-        summary = self.run(task, run_dir, resume=resume, stop_after_epochs=stop_after_epochs)
-        if not summary.finished:
-            return None
-        best_state = load_best(run_dir, model, task.signature())
-        return final_results(model, split, best_state, summary, self)
+        return train_and_evaluate(self, task, run_dir, resume, stop_after_epochs)
 
 
 class CFTask(TrainingTask):

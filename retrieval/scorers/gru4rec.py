@@ -24,8 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from retrieval.core import gin_values
 from retrieval.data.batch import HistoryBatch, trim_history
 from retrieval.core.errors import RecError
-from retrieval.scorers.sequences import TrainingSequences
-from retrieval.data.types import SplitData
+from retrieval.scorers.sequences import NextItemExamples
 from retrieval.scorers.similarity import make_similarity
 
 
@@ -39,7 +38,7 @@ def shift_rows(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 @gin.configurable
-class GRU4Rec(nn.Module):
+class GRU4Rec(NextItemExamples, nn.Module):
     """GRU4Rec. Implements retrieval.evaluation.interfaces.Scorer and the encoder interface ScorerTrainer uses.
 
     num_items: N (ids 1..N, 0 = padding). maxlen: longest history read (the last `maxlen` items).
@@ -76,10 +75,6 @@ class GRU4Rec(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-
-    def training_sequences(self, split: SplitData) -> TrainingSequences:
-        """The examples ScorerTrainer trains this model on: every next item of every user."""
-        return TrainingSequences(split, self.maxlen)
     def encode(self, items: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states (B, L', d) for right-aligned histories (B, L); `times` is ignored.
 

@@ -16,14 +16,12 @@ import torch
 import retrieval.negatives  # noqa: F401  (registers every negative sampler)
 import retrieval.scorers.losses  # noqa: F401  (registers ScorerLoss)
 import retrieval.scorers.trainer  # noqa: F401  (registers ScorerTrainer)
-from retrieval.core.checkpoints import load_checkpoint
+from retrieval.core.checkpoints import BEST, load_checkpoint
 from retrieval.core.errors import RecError
 from retrieval.core.io import read_json
 from retrieval.data.batch import HistoryBatch
 from retrieval.data.types import SplitData
 from retrieval.scorers.registry import make_scorer
-
-BEST = "checkpoints/best"
 
 
 class ScorerRun:

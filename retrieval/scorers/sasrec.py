@@ -30,8 +30,7 @@ from torch import nn
 
 from retrieval.data.batch import HistoryBatch
 from retrieval.core.errors import RecError
-from retrieval.scorers.sequences import TrainingSequences
-from retrieval.data.types import SplitData
+from retrieval.scorers.sequences import NextItemExamples
 from retrieval.scorers.mhc import HyperConnection, PlainResidual, collapse_streams, expand_streams
 from retrieval.scorers.time_interval import TimeIntervalAttention, time_relation_matrix
 from retrieval.scorers.similarity import make_similarity
@@ -113,7 +112,7 @@ VARIANTS = ("sasrec", "sasrec-mhc", "tisasrec", "tisasrec-mhc")
 
 
 @gin.configurable
-class SequentialScorer(nn.Module):
+class SequentialScorer(NextItemExamples, nn.Module):
     """SASRec / TiSASRec (± mHC). Implements retrieval.evaluation.interfaces.Scorer.
 
     num_items: N (item ids 1..N, 0 = padding), from the data. maxlen: longest history used (the
@@ -214,10 +213,6 @@ class SequentialScorer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    def training_sequences(self, split: SplitData) -> TrainingSequences:
-        """The examples ScorerTrainer trains this model on: every next item of every user."""
-        return TrainingSequences(split, self.maxlen)
 
 
     def encode(self, items: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:

@@ -70,3 +70,11 @@ class TrainingSequences:
                           right_aligned(self.items, s, e - 1, width),
                           right_aligned(self.times, s, e - 1, width),
                           right_aligned(self.items, s + 1, e, width))
+
+
+class NextItemExamples:
+    """Mixin of the next-item scorers (SASRec family, GRU4Rec): the examples ScorerTrainer trains
+    them on are every next item of every user (BERT4Rec supplies masked items instead)."""
+
+    def training_sequences(self, split: SplitData) -> TrainingSequences:
+        return TrainingSequences(split, self.maxlen)

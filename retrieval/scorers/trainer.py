@@ -24,11 +24,10 @@ import numpy as np
 import torch
 
 from retrieval.core import distributed
-from retrieval.core.checkpoints import load_best
 from retrieval.core.trainer import StepOutput, Trainer, TrainingTask, local_rows
 from retrieval.data.types import SplitData
 from retrieval.evaluation import Evaluator
-from retrieval.evaluation.final import final_results
+from retrieval.evaluation.final import train_and_evaluate
 from retrieval.negatives.base import NegativeSampler
 from retrieval.scorers.auxiliary_losses import AuxiliaryLosses
 from retrieval.scorers.losses import ScorerLoss
@@ -52,14 +51,9 @@ class ScorerTrainer(Trainer):
                  patience: int = 10, checkpoint_every_steps: int = 0, log_every_steps: int = 0,
                  seed: int = 42, device: str | None = None, amp: bool = True, progress: bool = True,
                  num_threads: int | None = None, bucket_batches: int = 64):
-        super().__init__(num_epochs=num_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         betas=betas, schedule=schedule, warmup_steps=warmup_steps,
-                         warmup_epochs=warmup_epochs, grad_clip=grad_clip, max_steps=max_steps,
-                         max_minutes=max_minutes, eval_every=eval_every, eval_every_steps=eval_every_steps,
-                         eval_users=eval_users, eval_seed=eval_seed, patience=patience,
-                         checkpoint_every_steps=checkpoint_every_steps, log_every_steps=log_every_steps,
-                         seed=seed, device=device, amp=amp, progress=progress, num_threads=num_threads)
-        self.bucket_batches = int(bucket_batches)
+        settings = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.bucket_batches = int(settings.pop("bucket_batches"))
+        super().__init__(**settings)                     # validates every shared setting
 
     def fit(self, model, split: SplitData, loss_fn: ScorerLoss, sampler: NegativeSampler,
             run_dir: Path, resume: bool = False, stop_after_epochs: int | None = None,
@@ -71,11 +65,7 @@ class ScorerTrainer(Trainer):
         this call before the run finished (call again with resume=True to continue).
         """
         task = ScorerTask(self, model, split, loss_fn, sampler, aux)
-        summary = self.run(task, run_dir, resume=resume, stop_after_epochs=stop_after_epochs)
-        if not summary.finished:
-            return None
-        best_state = load_best(run_dir, model, task.signature())
-        return final_results(model, split, best_state, summary, self)
+        return train_and_evaluate(self, task, run_dir, resume, stop_after_epochs)
 
 
 class ScorerTask(TrainingTask):

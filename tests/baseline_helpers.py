@@ -1,15 +1,15 @@
-"""Shared helpers of the baseline tests (tests/test_baselines_*.py): a small synthetic split, the
-popularity number a learned baseline must beat, and the one results.json schema every model's
-run satisfies (what scripts/compare.py and the report read)."""
+"""Shared helpers of the baseline tests (tests/baselines/test_bpr_mf_ncf.py and
+tests/scorers/test_gru4rec_bert4rec.py): a small synthetic split, the popularity number a learned
+baseline must beat, and the one results.json schema every model's run satisfies (what
+scripts/compare.py and the report read)."""
 from __future__ import annotations
 
-
 from retrieval.baselines.counting import MostPopular
-from retrieval.data.sources_synthetic import SyntheticSource
-from retrieval.data.split import leave_one_out
 from retrieval.evaluation import Evaluator
 from retrieval.evaluation.metrics import metric_names
 from retrieval.evaluation.schema import validate_results
+
+from tiny_splits import synthetic_split
 
 # The script runs of these tests: the synthetic data at the size of the split below.
 SMALL_DATA = ["SyntheticSource.num_users=300", "SyntheticSource.num_items=150",
@@ -18,8 +18,7 @@ SMALL_DATA = ["SyntheticSource.num_users=300", "SyntheticSource.num_items=150",
 
 def small_split():
     """300 users x 150 items of the built-in synthetic generator (the SMALL_DATA split)."""
-    src = SyntheticSource(num_users=300, num_items=150)
-    return leave_one_out(src.load(), name="synthetic", k=5, fingerprint="syn-300-150")
+    return synthetic_split(300, 150, k=5, fingerprint="syn-300-150")
 
 
 def popularity_ndcg(split) -> float:

@@ -1,7 +1,19 @@
+"""Fixtures of every test package below (core, data, evaluation, negatives, scorers, baselines, rqvae,
+onerec, compare, reliability).
+
+pytest (the default "prepend" import mode; no __init__.py files, so test file names are unique
+across the packages) puts this folder on sys.path: the shared modules beside it are importable from
+every package. They are tiny_splits (hand-made and synthetic splits), baseline_helpers and
+reliability_cases (tiny gin settings, running a script, its one-line user error). Tests that run a
+script in a subprocess, or a whole pipeline, are marked `slow`; `-m "not slow"` is the inner loop.
+"""
 import os
 from pathlib import Path
 
 import pytest
+
+# The shared modules assert too: let pytest explain their failures as it does the tests'.
+pytest.register_assert_rewrite("baseline_helpers", "reliability_cases", "tiny_splits")
 
 # Idle OpenMP threads sleep instead of spinning: several test subprocesses share 2 cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

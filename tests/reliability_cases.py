@@ -582,6 +582,14 @@ def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
+def user_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one stderr line ('error: ...') of a script stopped by a user error: exit 2, no traceback."""
+    lines = stderr_lines(proc)
+    assert proc.returncode == EXIT_USER_ERROR and "Traceback" not in proc.stderr, proc.stderr[-2500:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
 def main() -> None:
     """Print the docs table: every case with the exact line its script printed."""
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:

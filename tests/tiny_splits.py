@@ -1,10 +1,13 @@
-"""Shared helpers of the evaluation tests (tests/test_eval_*.py)."""
+"""Small splits the tests build: by hand from explicit sequences, or from the built-in synthetic
+generator. Shared by the tests of every package (tests/ is on sys.path through its conftest.py)."""
 import numpy as np
 
+from retrieval.data.sources_synthetic import SyntheticSource
+from retrieval.data.split import leave_one_out
 from retrieval.data.types import ItemCatalogue, SplitData
 
 
-def make_split(train, valid, test, num_items) -> SplitData:
+def make_split(train, valid, test, num_items, fingerprint: str = "hand") -> SplitData:
     """A SplitData from explicit per-user training sequences and targets (users 0..U-1)."""
     lengths = [len(s) for s in train]
     offsets = np.zeros(len(train) + 1, dtype=np.int64)
@@ -18,4 +21,12 @@ def make_split(train, valid, test, num_items) -> SplitData:
                      test_item=np.array(test, dtype=np.int64),
                      test_time=np.full(len(test), 10**6 + 1, dtype=np.int64),
                      user_raw_ids=np.array([str(u) for u in range(len(train))], dtype=object),
-                     catalogue=ItemCatalogue(ids, ids.copy()), has_time=True, fingerprint="hand")
+                     catalogue=ItemCatalogue(ids, ids.copy()), has_time=True, fingerprint=fingerprint)
+
+
+def synthetic_split(num_users: int, num_items: int, k: int, mean_length: float = 20.0, seed: int = 0,
+                    fingerprint: str | None = None) -> SplitData:
+    """The synthetic generator's users x items, k-core filtered and split leave-one-out."""
+    src = SyntheticSource(num_users=num_users, num_items=num_items, mean_length=mean_length, seed=seed)
+    return leave_one_out(src.load(), name="synthetic", k=k,
+                         fingerprint=fingerprint or f"syn-{seed}-{num_users}-{num_items}")

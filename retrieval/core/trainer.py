@@ -389,7 +389,7 @@ class Trainer:
         with autocast(self.device, self.amp):
             out = task.step(batch, runner)
         if not torch.isfinite(out.loss):
-            raise RecError(f"training loss is {float(out.loss)} {where}; nothing after the last "
+            raise RecError(f"training loss is {float(out.loss.detach())} {where}; nothing after the last "
                            f"checkpoint was saved. Lower {self.name}.lr or set a warm-up / "
                            f"{self.name}.grad_clip, then start again or --resume")
         opt.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ from retrieval.core.errors import RecError
 from retrieval.evaluation import Evaluator
 from retrieval.evaluation.evaluator import FULL
 
-from eval_helpers import make_split
+from tiny_splits import make_split
 
 # users: [1, 2, 3] -> valid 4, test 5 ; [3, 2] -> valid 5, test 1 ; [2] -> valid 1, test 2
 SPLIT = make_split([[1, 2, 3], [3, 2], [2]], valid=[4, 5, 1], test=[5, 1, 2], num_items=5)

@@ -11,11 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reliability_cases import ONEREC_TINY, SCORER_TINY, SID_TINY, env
 
 from retrieval.data.synthetic_csv import write_movielens_csv
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test runs scripts/compare.py in a subprocess
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ml25m_compare_config_runs_end_to_end_on_ml25m_format_files(tmp_path):

@@ -13,7 +13,9 @@ import pytest
 
 from reliability_cases import ONEREC_TINY, SCORER_TINY, SID_TINY, SYN, env
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test runs the scripts in subprocesses
+
+REPO = Path(__file__).resolve().parents[2]
 DATA = ["include 'configs/synthetic/data.gin'", *SYN]
 
 

@@ -18,6 +18,7 @@ def test_remove_stale_temps_deletes_only_interrupted_atomic_writes(tmp_path):
     assert remove_stale_temps(tmp_path / "missing") == []
 
 
+@pytest.mark.slow
 def test_fresh_run_drops_metric_lines_of_a_run_killed_before_its_first_checkpoint(tmp_path):
     """A run killed before any checkpoint left metric lines; starting again must not append to them."""
     import json

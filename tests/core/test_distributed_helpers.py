@@ -1,5 +1,5 @@
 """retrieval.core.distributed without a process group: the single-process meaning of each helper (the
-two-process behaviour is tested end to end in test_distributed_training.py)."""
+two-process behaviour is tested end to end in tests/reliability/test_distributed_training.py)."""
 import numpy as np
 import torch
 

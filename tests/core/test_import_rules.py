@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("retrieval", "onerec", "rqvae")
 CORE, DATA, EVALUATION, NEGATIVES = ("retrieval.core", "retrieval.data", "retrieval.evaluation",
                                      "retrieval.negatives")
@@ -105,7 +105,7 @@ def test_every_library_file_is_in_a_layer():
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_imports_follow_the_layers(path):
     found = violations(path)
-    assert not found, "imports against the layer rule (tests/test_import_rules.py):\n" + "\n".join(found)
+    assert not found, "imports against the layer rule (tests/core/test_import_rules.py):\n" + "\n".join(found)
 
 
 def test_the_exceptions_are_still_needed():

@@ -19,7 +19,9 @@ from retrieval.data.sources_text import TextSource
 from retrieval.data.split import leave_one_out
 from retrieval.core.errors import RecError
 
-REPO = Path(__file__).resolve().parents[1]
+from reliability_cases import user_error_line
+
+REPO = Path(__file__).resolve().parents[2]
 MOVIES = "movieId,title,genres\n1,A,Drama\n2,B,Comedy\n3,C,Drama\n"
 
 
@@ -205,31 +207,32 @@ def run_prepare(tmp_path, *args, env=None):
 
 
 def assert_clean_failure(proc, run_dir, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
+    line = user_error_line(proc)
     for f in fragments:
-        assert f in lines[0]
+        assert f in line
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_script_missing_files(tmp_path):
     proc, run_dir = run_prepare(tmp_path, "--gin_file", "configs/ml-latest-small/data.gin",
                                 env={"SEMID_DATA_ROOT": str(tmp_path / "empty")})
     assert_clean_failure(proc, run_dir, "not found in", "movielens-latest-small", "--download")
 
 
+@pytest.mark.slow
 def test_script_unknown_dataset(tmp_path):
     proc, run_dir = run_prepare(tmp_path, "--gin_param", "load_split.name = 'beauty'")
     assert_clean_failure(proc, run_dir, "unknown dataset 'beauty'")
 
 
+@pytest.mark.slow
 def test_script_gin_typo(tmp_path):
     proc, run_dir = run_prepare(tmp_path, "--gin_param", "load_split.nmae = 'x'")
     assert_clean_failure(proc, run_dir, "load_split", "nmae")
 
 
+@pytest.mark.slow
 def test_script_bad_file_content(tmp_path):
     d = ml_folder(tmp_path, "userId,movieId,rating,timestamp\n1,1,4.0,1\nbob,2,4.0,2\n")
     proc, run_dir = run_prepare(tmp_path, "--gin_file", "configs/ml-latest-small/data.gin",
@@ -237,6 +240,7 @@ def test_script_bad_file_content(tmp_path):
     assert_clean_failure(proc, run_dir, "ratings.csv", "non-numeric value 'bob'")
 
 
+@pytest.mark.slow
 def test_script_success_writes_results_and_config(tmp_path):
     rows = "".join(f"{u},{m},4.0,{u * 10 + m}\n" for u in (1, 2, 3) for m in (1, 2, 3))
     d = ml_folder(tmp_path, "userId,movieId,rating,timestamp\n" + rows + "4,1,5.0,1\n")

@@ -249,6 +249,7 @@ def test_download_checks_md5_and_extracts_below_the_top_folder(tmp_path):
 
 # ---- the stats table of scripts/prepare_data.py agrees with the pinned counts ------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset, rows", [
     ("ml-latest-small", ["| users | 610 | 610 |", "| items | 9,724 | 3,650 |",
                          "| interactions | 100,836 | 90,274 |"]),
@@ -256,7 +257,7 @@ def test_download_checks_md5_and_extracts_below_the_top_folder(tmp_path):
                        "| interactions | 198,502 | 198,502 |", "| train interactions | - | 153,776 |"]),
 ])
 def test_prepare_data_prints_raw_and_split_counts(data_root, tmp_path, dataset, rows):
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "scripts/prepare_data.py", "--gin_file",
                            f"configs/{dataset}/data.gin", "--run_dir", str(tmp_path / "run")],
                           cwd=repo, capture_output=True, text=True, timeout=300)

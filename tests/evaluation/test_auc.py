@@ -11,7 +11,7 @@ from retrieval.evaluation.evaluator import FULL, SAMPLED, sample_negatives
 from retrieval.evaluation.metrics import metrics_from_ranks, per_user_auc
 from retrieval.evaluation.report import format_table, load_result, save_ranks
 
-from eval_helpers import make_split
+from tiny_splits import make_split
 
 
 class TableScorer:

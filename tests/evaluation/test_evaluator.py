@@ -17,7 +17,7 @@ from retrieval.evaluation import MISS, Evaluator
 from retrieval.evaluation import evaluator as evaluator_module
 from retrieval.evaluation.evaluator import FULL, SAMPLED, sample_negatives
 
-from eval_helpers import make_split
+from tiny_splits import make_split
 
 NAN = float("nan")
 

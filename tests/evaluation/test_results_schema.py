@@ -23,7 +23,7 @@ from retrieval.evaluation.evaluator import FULL, SAMPLED
 from retrieval.evaluation.report import load_result, results_json, save_ranks, write_results
 from retrieval.evaluation.schema import validate_results
 
-from eval_helpers import make_split
+from tiny_splits import make_split
 
 WHERE = "runs/x/results.json"
 TRAINED = {"train_seconds_total": 0.9, "epoch_seconds": [0.5, 0.4], "mean_epoch_seconds": 0.45,

@@ -1,23 +1,11 @@
-"""Shared helpers of the generative-retrieval tests (tests/test_onerec_*.py)."""
+"""Shared helpers of the generative-retrieval tests (tests/onerec/)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from onerec.model import OneRecModel
-from retrieval.data.types import ItemCatalogue, SplitData
 from rqvae.artifact import SemanticIds
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one intra-op thread, and far faster on a shared, oversubscribed
-    CPU, where two OpenMP workers spin-wait on each other. Import this into a test module."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def sids_from_prefixes(prefixes: np.ndarray, codebook_size: int, fingerprint: str = "test") -> SemanticIds:
@@ -53,23 +41,6 @@ def tiny_model(sids: SemanticIds, seed: int = 0, beam_width: int = 50, exclude_h
                 exclude_history=exclude_history)
     args.update(kw)
     return OneRecModel(sids, **args).eval()
-
-
-def make_split(train, valid, test, num_items, fingerprint: str = "hand") -> SplitData:
-    """A SplitData from explicit per-user training sequences and targets (users 0..U-1)."""
-    lengths = [len(s) for s in train]
-    offsets = np.zeros(len(train) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    items = np.array([i for s in train for i in s], dtype=np.int64)
-    ids = np.array([""] + [str(i) for i in range(1, num_items + 1)], dtype=object)
-    return SplitData(name="hand", train_offsets=offsets, train_items=items,
-                     train_times=np.arange(len(items), dtype=np.int64),
-                     valid_item=np.array(valid, dtype=np.int64),
-                     valid_time=np.full(len(valid), 10**6, dtype=np.int64),
-                     test_item=np.array(test, dtype=np.int64),
-                     test_time=np.full(len(test), 10**6 + 1, dtype=np.int64),
-                     user_raw_ids=np.array([str(u) for u in range(len(train))], dtype=object),
-                     catalogue=ItemCatalogue(ids, ids.copy()), has_time=True, fingerprint=fingerprint)
 
 
 @torch.no_grad()

@@ -7,12 +7,12 @@ from hypothesis import strategies as st
 
 from onerec.beam_search import constrained_beam_search
 from onerec.cached_decoder import CachedT5Decoder
-from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
-from onerec_helpers import (assert_same_ranking, make_split, random_sids, sequence_logprobs,
-                            sids_from_prefixes, tiny_model)
 from retrieval.data.batch import HistoryBatch
 from retrieval.core.errors import RecError
 from retrieval.evaluation import Evaluator
+
+from onerec_helpers import assert_same_ranking, random_sids, sequence_logprobs, sids_from_prefixes, tiny_model
+from tiny_splits import make_split
 
 
 def _histories(num_users, max_len, num_items, seed=0):

@@ -10,9 +10,11 @@ import torch
 
 from onerec.causal_generator import CausalSidGenerator, head_log_prob
 from onerec.item_windows import ItemWindows
-from onerec_helpers import make_split, one_thread, random_sids  # noqa: F401  (fixture)
 from retrieval.data.batch import HistoryBatch
 from retrieval.core.errors import RecError
+
+from onerec_helpers import random_sids
+from tiny_splits import make_split
 
 
 def _model(sids, seed=0, **kw) -> CausalSidGenerator:

@@ -14,13 +14,15 @@ from safetensors.torch import load_file
 import retrieval.data  # noqa: F401  (registers the dataset sources)
 from onerec.trainer import OneRecTask, OneRecTrainer
 from retrieval.core.trainer import lr_factor
-from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
-from onerec_helpers import make_split, random_sids, tiny_model
 from retrieval.data.registry import load_split
 from retrieval.core.errors import RecError
 from retrieval.evaluation import Evaluator
 
-REPO = Path(__file__).resolve().parents[1]
+from onerec_helpers import random_sids, tiny_model
+from reliability_cases import user_error_line
+from tiny_splits import make_split
+
+REPO = Path(__file__).resolve().parents[2]
 # 4 topics of ~15 items: with 20 topics of 3 items, users would exhaust their topics and lose
 # every repeat (a user consumes an item once), leaving nobody after the 5-core.
 SYN = ["SyntheticSource.num_users = 80", "SyntheticSource.num_items = 60",
@@ -181,13 +183,7 @@ def _script(run_dir, sids_dir, *params, resume=False):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
 
 
-def _one_line_error(proc, pattern):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert pattern in lines[0], lines[0]
-
-
+@pytest.mark.slow
 def test_script_trains_evaluates_and_refuses_a_changed_config(tmp_path, synthetic_sids):
     run = tmp_path / "run"
     proc = _script(run, synthetic_sids)
@@ -204,9 +200,9 @@ def test_script_trains_evaluates_and_refuses_a_changed_config(tmp_path, syntheti
     assert "train" in kinds and "eval" in kinds
     assert (run / "config.gin").is_file()
 
-    _one_line_error(_script(run, synthetic_sids), "already holds a checkpoint; pass --resume")
+    assert "already holds a checkpoint; pass --resume" in user_error_line(_script(run, synthetic_sids))
     changed = _script(run, synthetic_sids, "OneRecModel.d_ff = 64", resume=True)
-    _one_line_error(changed, "checkpoint has model = ")
+    assert "checkpoint has model = " in user_error_line(changed)
     assert (run / "results.json").is_file()                     # an existing run is left alone
 
 
@@ -216,18 +212,20 @@ def test_a_missing_artifact_binding_is_a_clear_error(tmp_path):
         train_onerec(tmp_path)
 
 
+@pytest.mark.slow
 def test_script_refuses_semantic_ids_of_another_dataset(tmp_path):
     sids = random_sids(50, levels=2, codebook_size=8, fingerprint="0123456789abcdef")
     sids.save(tmp_path / "other")
     run = tmp_path / "run"
-    _one_line_error(_script(run, tmp_path / "other"), "built for another dataset or split")
+    assert "built for another dataset or split" in user_error_line(_script(run, tmp_path / "other"))
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_script_refuses_a_beam_narrower_than_k(tmp_path, synthetic_sids):
     run = tmp_path / "run"
-    _one_line_error(_script(run, synthetic_sids, "OneRecModel.beam_width = 20"),
-                    "OneRecModel.beam_width=20 is smaller than the largest cut-off K=50")
+    line = user_error_line(_script(run, synthetic_sids, "OneRecModel.beam_width = 20"))
+    assert "OneRecModel.beam_width=20 is smaller than the largest cut-off K=50" in line
     assert not run.exists()
 
 

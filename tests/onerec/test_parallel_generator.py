@@ -9,12 +9,14 @@ import torch
 
 from onerec.item_windows import ItemWindows
 from onerec.parallel_generator import ParallelSidGenerator
-from onerec_helpers import make_split, one_thread, random_sids  # noqa: F401  (fixture)
 from retrieval.data.batch import HistoryBatch
 from retrieval.core.errors import RecError
 from rqvae.artifact import SemanticIds
 from rqvae.disambiguation import disambiguate
 from rqvae.product_quantizer import OPQTokenizer
+
+from onerec_helpers import random_sids
+from tiny_splits import make_split
 
 
 def _model(sids, seed=0, **kw) -> ParallelSidGenerator:

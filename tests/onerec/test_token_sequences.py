@@ -5,8 +5,9 @@ import torch
 from onerec.sequences import HistoryTokenizer, TrainingSamples
 from retrieval.data.batch import right_aligned
 from onerec.vocab import PAD, SidVocab
-from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
-from onerec_helpers import make_split, sids_from_prefixes
+
+from onerec_helpers import sids_from_prefixes
+from tiny_splits import make_split
 
 PREFIXES = np.array([[0, 3], [1, 2], [1, 2], [1, 0], [3, 3]])   # item i+1 = row i
 

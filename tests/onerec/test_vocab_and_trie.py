@@ -6,7 +6,7 @@ import torch
 from onerec.prefix_trie import PrefixTrie
 from onerec.vocab import BOS, EOS, PAD, ItemDecoder, SidVocab
 from retrieval.core.errors import RecError
-from onerec_helpers import one_thread  # noqa: F401  (autouse fixture)
+
 from onerec_helpers import random_sids, sids_from_prefixes
 
 # 5 items, L = 2 levels of K = 4 codes; items 2 and 3 share (1, 2) and differ only in d.

@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test runs the scripts, most under torchrun
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DATA = """
 SyntheticSource.num_users = 300

@@ -22,8 +22,10 @@ import pytest
 import torch
 
 from reliability_cases import (ONEREC_TINY, REPO, SCORER_TINY, SID_TINY, SYN, env, gin_args, leftovers,
-                               run_script)
+                               run_script, user_error_line)
 from retrieval.core.io import load_tensors, read_json
+
+pytestmark = pytest.mark.slow  # every test runs (and kills) the scripts in subprocesses
 
 # Several short epochs (the scorer checkpoints once per epoch) / steps (OneRec: every 2 steps).
 SCORER_RUN = ["--gin_file", "configs/synthetic/sasrec-bce.gin",
@@ -146,12 +148,6 @@ def test_onerec_killed_three_times_resumes_to_the_uninterrupted_result(world):
 
 
 # ---------------------------------------------------------------- numerical guard
-def _one_line(proc) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
-
-
 def _finite_checkpoints(run_dir: Path) -> None:
     """Every checkpoint present loads and holds finite tensors; no temporary files are left."""
     for st in sorted((run_dir / "checkpoints").glob("*.safetensors")):
@@ -167,7 +163,7 @@ def test_scorer_nan_loss_names_the_step_and_keeps_the_last_finite_checkpoint(wor
     run = world["root"] / "sasrec-nan"
     params = ["ScorerTrainer.lr=1e30", "ScorerTrainer.batch_size=64"]
     proc = run_script("train_sasrec.py", SCORER_RUN + gin_args(params) + ["--run_dir", str(run)], world["cache"])
-    line = _one_line(proc)
+    line = user_error_line(proc)
     assert line.startswith("error: training loss is nan at step 2 (epoch 2, batch 0); "), line
     assert read_json(run / "checkpoints/last.json")["state"]["epoch"] == 1
     assert not (run / "results.json").exists()
@@ -178,7 +174,7 @@ def test_onerec_nan_loss_names_the_step_and_keeps_only_finite_checkpoints(world)
     run = world["root"] / "onerec-nan"
     args = onerec_run(world["sid"]) + gin_args(["OneRecTrainer.lr=1e30", "OneRecTrainer.checkpoint_every_steps=1"])
     proc = run_script("train_onerec.py", args + ["--run_dir", str(run)], world["cache"])
-    line = _one_line(proc)
+    line = user_error_line(proc)
     # Either the loss itself or (finite loss, exploding gradients) the gradient norm is caught.
     assert line.startswith(("error: training loss is ", "error: gradient norm is ")), line
     assert " at step " in line, line

@@ -5,7 +5,7 @@ numbers_recorded.json before the training loops were merged into one Trainer.
 Exact on the CPU that recorded them (same `cpu` string, same torch); elsewhere float kernels may
 round differently, so metrics then agree to 1e-6 relative and the semantic IDs exactly.
 
-    SEMID_RECORD_NUMBERS=1 python -m pytest tests/test_numbers_do_not_move.py   # re-record
+    SEMID_RECORD_NUMBERS=1 python -m pytest tests/reliability/test_numbers_do_not_move.py   # re-record
 """
 from __future__ import annotations
 

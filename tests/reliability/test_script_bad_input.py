@@ -55,6 +55,7 @@ def test_the_table_has_at_least_30_cases_over_every_script():
                                          "train_sasrec.py", "train_onerec.py", "recommend.py", "compare.py"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [c.name for c in CASES])
 def test_bad_input_fails_cleanly(name, outcomes):
     case: Case = BY_NAME[name]
@@ -72,6 +73,7 @@ def test_bad_input_fails_cleanly(name, outcomes):
     assert leftovers(run_dir) == []
 
 
+@pytest.mark.slow
 def test_failed_cases_left_the_finished_runs_untouched(outcomes, world, finished_runs_before):
     assert outcomes is not None                               # runs after the cases
     for path, files in finished_runs_before.items():
@@ -89,6 +91,7 @@ def _prepare(world, tmp_path, text: str):
     return read_json(rd / "results.json")["dataset"]
 
 
+@pytest.mark.slow
 def test_duplicated_rows_are_kept_as_repeated_interactions(world, tmp_path):
     """Decision: a repeated line is a repeated interaction (as in the SASRec/TiSASRec loaders, and
     as docs/protocol.md §2 counts every rating), so duplicating every line doubles the interactions and
@@ -99,6 +102,7 @@ def test_duplicated_rows_are_kept_as_repeated_interactions(world, tmp_path):
     assert (twice["counts"]["users"], twice["counts"]["items"]) == (once["counts"]["users"], once["counts"]["items"])
 
 
+@pytest.mark.slow
 def test_users_with_one_interaction_are_dropped_not_an_error(world, tmp_path):
     """A few one-event users among normal ones are filtered out (docs/protocol.md §2: < 3 events)."""
     mixed = world.root / "text" / "mixed.txt"
@@ -112,6 +116,7 @@ def test_users_with_one_interaction_are_dropped_not_an_error(world, tmp_path):
     assert ds["raw_counts"]["users"] == 45 and ds["counts"]["users"] == 40
 
 
+@pytest.mark.slow
 def test_tisasrec_on_a_file_without_timestamps_falls_back_to_positions_and_says_so(world, tmp_path):
     """Decision (the scorer trainer's): without a timestamp column the times are event positions,
     so TiSASRec's intervals are position gaps; the run succeeds and results.json records it."""
@@ -126,6 +131,7 @@ def test_tisasrec_on_a_file_without_timestamps_falls_back_to_positions_and_says_
     assert any("no timestamps" in n and "position" in n for n in res["notes"]), res["notes"]
 
 
+@pytest.mark.slow
 def test_the_world_is_valid_input(world, tmp_path):
     """The shared inputs are good apart from what each case breaks: the tiny MovieLens copy loads
     and recommend works on the finished run (so the recommend cases fail for their own reason)."""
@@ -141,6 +147,7 @@ def test_the_world_is_valid_input(world, tmp_path):
     assert len(recs) == 5 and "3" not in [r["raw_id"] for r in recs]     # history excluded
 
 
+@pytest.mark.slow
 def test_a_documented_negative_sampler_name_is_accepted(world, tmp_path):
     """retrieval/negatives/samplers.py documents `build_negative_sampler.name = 'popularity'` (and 'hard',
     'mixture', 'curriculum', 'growing'); the script must offer them, not only 'uniform'."""
@@ -233,6 +240,7 @@ def test_compare_quotes_paths_in_the_gin_bindings_it_passes_on(tmp_path, monkeyp
     gin.clear_config()
 
 
+@pytest.mark.slow
 def test_an_absolute_gin_file_works_from_outside_the_repo(world, tmp_path):
     """Configs include each other by repo-relative paths; the CLI adds the repo root (and the
     folders above each --gin_file) to gin's search path, so the working directory does not matter."""

@@ -10,6 +10,9 @@ from rqvae.embeddings import TextEncoder
 from rqvae.residual_kmeans import BalancedRQKMeans, RQKMeans
 from rqvae.rqvae_model import RQVAETokenizer
 
+# Real data end to end: loading Beauty and encoding 1,500 texts with the MiniLM encoder takes ~20 s.
+pytestmark = pytest.mark.slow
+
 N_ITEMS = 1500
 
 

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.data.sources_synthetic import SyntheticSource
-from retrieval.data.split import leave_one_out
 from retrieval.core.errors import RecError
 from retrieval.core.io import load_tensors, read_json
 from retrieval.scorers.losses import ScorerLoss
@@ -22,13 +20,15 @@ from retrieval.scorers.sequences import TrainingSequences
 from retrieval.scorers.trainer import ScorerTrainer
 from retrieval.core.checkpoints import set_seed
 
-ROOT = Path(__file__).resolve().parents[1]
+from reliability_cases import user_error_line
+from tiny_splits import synthetic_split
+
+ROOT = Path(__file__).resolve().parents[2]
 TIMING = {"targets_per_s", "train_seconds"}
 
 
 def _split(seed=0, users=150, items=80):
-    src = SyntheticSource(num_users=users, num_items=items, mean_length=12.0, seed=seed)
-    return leave_one_out(src.load(), name="synthetic", k=2, fingerprint=f"syn-{seed}-{users}-{items}")
+    return synthetic_split(users, items, k=2, mean_length=12.0, seed=seed)
 
 
 def _fit(run_dir, split, use_time=True, use_mhc=True, loss=None, resume=False, stop_after=None,
@@ -128,13 +128,7 @@ def _script(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def _one_line_error(r):
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
-    return lines[0]
-
-
+@pytest.mark.slow
 def test_script_trains_writes_results_and_refuses_another_variants_checkpoint(tmp_path):
     run = tmp_path / "run"
     r = _script("--gin_file", "configs/synthetic/sasrec-bce.gin", *TINY, "--run_dir", str(run))
@@ -148,11 +142,12 @@ def test_script_trains_writes_results_and_refuses_another_variants_checkpoint(tm
     assert (run / "config.gin").is_file() and (run / "ranks.safetensors").is_file()
 
     r = _script("--gin_file", "configs/synthetic/tisasrec-bce.gin", *TINY, "--run_dir", str(run), "--resume")
-    line = _one_line_error(r)
+    line = user_error_line(r)
     assert "variant = sasrec but this config has tisasrec;" in line
     assert (run / "checkpoints/last.json").is_file()                        # nothing was deleted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param,expected", [
     ("ScorerLoss.name = 'focal'", "unknown loss 'focal'"),
     ("SequentialScorer.maxlen = 0", "SequentialScorer.maxlen = 0 must be > 0"),
@@ -160,7 +155,7 @@ def test_script_trains_writes_results_and_refuses_another_variants_checkpoint(tm
 def test_script_bad_config_is_one_line_and_exit_2(tmp_path, param, expected):
     r = _script("--gin_file", "configs/synthetic/sasrec-bce.gin", *TINY, "--gin_param", param,
                 "--run_dir", str(tmp_path / "run"))
-    assert expected in _one_line_error(r)
+    assert expected in user_error_line(r)
     assert not (tmp_path / "run").exists()
 
 

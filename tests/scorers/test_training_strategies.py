@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrieval.scorers.auxiliary_losses import AuxiliaryLosses
-from retrieval.data.sources_synthetic import SyntheticSource
-from retrieval.data.split import leave_one_out
 from retrieval.core.errors import RecError
 from retrieval.core.io import load_tensors
 from retrieval.scorers.losses import ScorerLoss
@@ -23,10 +21,11 @@ from retrieval.scorers.semantic_losses import (InterestContrastLoss, SemanticCon
 from retrieval.scorers.similarity import SIMILARITIES, make_similarity
 from retrieval.core.checkpoints import set_seed
 
+from tiny_splits import synthetic_split
+
 
 def _split(seed=0, users=120, items=60):
-    src = SyntheticSource(num_users=users, num_items=items, mean_length=10.0, seed=seed)
-    return leave_one_out(src.load(), name="synthetic", k=2, fingerprint=f"syn-{seed}-{users}-{items}")
+    return synthetic_split(users, items, k=2, mean_length=10.0, seed=seed)
 
 
 def _model(num_items, **kw):

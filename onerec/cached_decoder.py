@@ -9,7 +9,7 @@ decoder, but lays the caches out for beams:
   user's beams, whose queries are treated as nb query positions of that user. The beams never
   copy the encoder states (the `transformers` cache copies them per beam and on every reorder).
 
-Rows are user-major: row u*nb + b is beam b of user u. `tests/test_onerec_beam_search.py` checks the
+Rows are user-major: row u*nb + b is beam b of user u. `tests/onerec/test_beam_search.py` checks the
 log-probabilities against `transformers` teacher forcing and `generate`.
 """
 from __future__ import annotations

@@ -104,7 +104,7 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
 
 def summary_line(out: dict) -> str:
     v, t = out["valid"]["full"], out["test"]["full"]
-    return (f"onerec {out['dataset']['name']}: valid ndcg@10={v['ndcg@10']:.4f} recall@10={v['hr@10']:.4f} | "
-            f"test ndcg@10={t['ndcg@10']:.4f} recall@10={t['hr@10']:.4f} "
+    return (f"onerec {out['dataset']['name']}: valid ndcg@10={v['ndcg@10']:.4f} hr@10={v['hr@10']:.4f} | "
+            f"test ndcg@10={t['ndcg@10']:.4f} hr@10={t['hr@10']:.4f} "
             f"(best step {out['training']['best_step']}, {out['timing']['total_s']:.0f}s)")
 

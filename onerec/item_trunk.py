@@ -31,9 +31,13 @@ class CausalBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ffn_mult * dim), nn.GELU(), nn.Linear(ffn_mult * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, d); mask (B, 1, T, T) bool, True = query may attend key."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, attention: list | None = None) -> torch.Tensor:
+        """x (B, T, d); mask (B, 1, T, T) bool, True = query may attend key. attention: a list that
+        receives this block's attention weights (B, heads, T, T) (for explanations; eval only)."""
         q, k, v = self.qkv(self.ln1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        if attention is not None:
+            logits = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+            attention.append(torch.softmax(logits.masked_fill(~mask, -torch.inf), -1).detach())
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.dropout if self.training else 0.0)
         x = x + self.drop(self.proj(a.transpose(1, 2).flatten(-2)))      # (B, T, d)
@@ -72,9 +76,10 @@ class ItemTrunk(nn.Module):
                            f"{num_items} items asked for; set it >= {num_items}")
         return self.beam_search(batch).items[:, :num_items]
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, items: torch.Tensor, attention: list | None = None) -> torch.Tensor:
         """Right-aligned item ids (B, T) -> trunk states (B, T', d) of the last T' = min(T, max_len)
-        columns, less the leading columns that are padding in every row."""
+        columns, less the leading columns that are padding in every row. attention: a list that
+        receives each block's attention weights (B, heads, T', T')."""
         items = items[:, -self.max_len:]
         filled = (items > 0).any(0)
         first = int(torch.nonzero(filled)[0]) if bool(filled.any()) else items.shape[1] - 1
@@ -92,7 +97,7 @@ class ItemTrunk(nn.Module):
         mask = torch.ones(T, T, dtype=torch.bool, device=items.device).tril()
         mask = (mask & (valid[:, None, :] | eye))[:, None]                 # (B, 1, T, T)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, attention)
         return self.final_norm(x)
 
 

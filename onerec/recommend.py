@@ -95,6 +95,7 @@ class Recommender:
         sids = SemanticIds.load(sid_dir)
         sids.check_dataset(self.split.fingerprint, where=str(sid_dir))
         self.model = make_generator(sids)
+        self.sids, self.sid_dir, self._code_names = sids, sid_dir, None
         load_checkpoint(self.onerec_run / BEST, self.model, restore_rng=False)
         self.model.eval()
         for other in self.beside:
@@ -150,7 +151,11 @@ class Recommender:
                 for r, (i, s) in enumerate(zip(items, scores)) if i > 0]
 
     @torch.no_grad()
-    def recommend(self, row: int, history: np.ndarray, k: int = 10) -> dict:
+    def recommend(self, row: int, history: np.ndarray, k: int = 10, explain: bool = False,
+                  attention_plot=None) -> dict:
+        """{"generative": [Recommendation], <beside name>: [...]}; with `explain`, also
+        "explanations": an onerec.explain.Explanation per generative row; `attention_plot`: a PNG
+        of the trunk's attention over this history."""
         if k < 1:
             raise RecError(f"k must be >= 1, got {k}")
         beam = max(k, self.model.beam_width)
@@ -161,22 +166,53 @@ class Recommender:
                    else None)
         for other in self.beside:
             out[other.name] = self._rows(*other.top_k(batch, exclude, k))
+        if explain or attention_plot:
+            from onerec import explain as why
+            if self._code_names is None:
+                self._code_names = why.load_code_names(self.sid_dir, self.sids.codes, self.split.catalogue)
+            if explain:
+                out["explanations"] = why.explain(self.model, self.sids.codes, self._code_names,
+                                                  self.split.catalogue.raw_ids, history,
+                                                  [r.item for r in out["generative"]])
+            if attention_plot:
+                cat = self.split.catalogue
+                why.plot_attention(attention_plot, why.history_attention(self.model, history),
+                                   [str(cat.titles[i]) or str(cat.raw_ids[i]) for i in history])
         return out
 
-    def for_user(self, user_raw_id, k: int = 10) -> dict:
+    def for_user(self, user_raw_id, k: int = 10, **explain) -> dict:
         row, hist = self.user_history(user_raw_id)
-        return self.recommend(row, hist, k)
+        return self.recommend(row, hist, k, **explain)
 
-    def for_history(self, item_ids=(), titles=(), k: int = 10) -> dict:
+    def for_history(self, item_ids=(), titles=(), k: int = 10, **explain) -> dict:
         items = [self.item_for_raw_id(i) for i in item_ids] + [self.item_for_title(t) for t in titles]
-        return self.recommend(0, np.asarray(items, dtype=np.int64), k)
+        return self.recommend(0, np.asarray(items, dtype=np.int64), k, **explain)
 
 
 def format_table(recs: dict) -> str:
     lines = []
     for name, rows in recs.items():
+        if name == "explanations":
+            continue
         lines.append(f"{name}:")
         lines.append(f"  {'rank':>4}  {'item id':<14} {'score':>9}  title")
         for r in rows:
             lines.append(f"  {r.rank:>4}  {r.raw_id:<14} {r.score:>9.3f}  {r.title}")
+    return "\n".join(lines)
+
+
+def format_explanations(recs: dict) -> str:
+    """Why each generative row: p(item) as the product of its level probabilities, the names of
+    its level-1 code and level-1/2 prefix, and the history items sharing them."""
+    lines = ["why (generative):"]
+    for r, e in zip(recs["generative"], recs["explanations"]):
+        probs = " x ".join(f"{q:.3g}" for q in e.level_probs[:3])
+        more = f" x ... ({len(e.level_probs)} levels)" if len(e.level_probs) > 3 else ""
+        lines.append(f"  {r.rank:>4}  {r.raw_id:<14} p={e.probability:.4g} = {probs}{more}  {r.title}")
+        lines.append(f"        semantic ID {'-'.join(map(str, e.codes))}")
+        lines.append(f"        level 1: code {e.codes[0]} \"{e.names[0]}\" p={e.level_probs[0]:.3g}"
+                     + (f"; level 2: prefix \"{e.names[1]}\" p={e.level_probs[1]:.3g}"
+                        if len(e.level_probs) > 1 else ""))
+        lines.append(f"        history sharing level 1: {', '.join(e.shares_level1) or '-'}; "
+                     f"level 1-2: {', '.join(e.shares_level2) or '-'}")
     return "\n".join(lines)

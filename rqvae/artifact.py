@@ -18,6 +18,7 @@ import torch
 
 from retrieval.core.errors import RecError
 from retrieval.core.io import load_tensors, read_json, save_tensors, write_json
+from retrieval.data.types import ItemCatalogue
 
 CODES_FILE = "semantic_ids.safetensors"
 META_FILE = "semantic_ids.json"
@@ -133,3 +134,57 @@ class SemanticIds:
         if order is not None and order.shape == (sids.num_items,):
             sids._items_by_id = order.numpy().astype(np.int64)
         return sids
+
+
+# Readable names of the codes (onerec.explain): for every level-1 code and level-1/2 prefix, the
+# most common catalogue value (category, genre or brand) among the items under it, leaving out
+# values that half the catalogue carries (e.g. "Beauty") unless nothing else is there; ties go to
+# the rarer value.
+CODE_NAMES_FILE = "code_names.json"
+NAME_FIELDS = ("categories", "genres", "brand")     # the first the catalogue has names the codes
+
+
+def _values(catalogue: ItemCatalogue) -> tuple[str | None, list[list[str]]]:
+    """The naming field and each item's values of it ("|"-separated; row 0 empty)."""
+    for name in NAME_FIELDS:
+        col = catalogue.fields.get(name)
+        if col is not None:
+            vals = [[v for v in str(s).split("|") if v and v != "(no genres listed)"] for s in col]
+            return name, vals
+    return None, [[] for _ in range(catalogue.num_items + 1)]
+
+
+def code_names(codes: np.ndarray, catalogue: ItemCatalogue, levels: int = 2) -> dict:
+    """{"field": name, "1": {"c1": value}, "2": {"c1-c2": value}} for the item codes (N+1, L+1)."""
+    field, values = _values(catalogue)
+    out: dict = {"field": field}
+    item = np.repeat(np.arange(len(values)), [len(v) for v in values])
+    if field is None or len(item) == 0:
+        return {**out, **{str(l): {} for l in range(1, levels + 1)}}
+    vocab, token = np.unique(np.concatenate([np.asarray(v, dtype=object) for v in values if v]).astype(str),
+                             return_inverse=True)
+    keep = item > 0
+    item, token = item[keep], token[keep]
+    df = np.bincount(token, minlength=len(vocab))                          # items per value
+    idf = np.log(catalogue.num_items / np.maximum(df, 1))
+    for level in range(1, min(levels, codes.shape[1]) + 1):
+        prefixes, prefix_of = np.unique(codes[:, :level], axis=0, return_inverse=True)
+        pair = prefix_of.reshape(-1)[item] * len(vocab) + token
+        keys, counts = np.unique(pair, return_counts=True)
+        value = keys % len(vocab)
+        generic = df[value] > catalogue.num_items / 2                     # e.g. "Beauty" on every item
+        order = np.lexsort((-idf[value], -counts, generic, keys // len(vocab)))   # best first per prefix
+        first = np.r_[True, np.diff(keys[order] // len(vocab)) > 0]
+        best = order[first]
+        out[str(level)] = {"-".join(map(str, prefixes[k // len(vocab)])): str(vocab[k % len(vocab)])
+                           for k in keys[best]}
+    return out
+
+
+def save_code_names(run_dir: Path, codes: np.ndarray, catalogue: ItemCatalogue) -> None:
+    write_json(Path(run_dir) / CODE_NAMES_FILE, code_names(codes, catalogue))
+
+
+def load_code_names(sid_dir: Path, codes: np.ndarray, catalogue: ItemCatalogue) -> dict:
+    path = Path(sid_dir) / CODE_NAMES_FILE
+    return read_json(path) if path.is_file() else code_names(codes, catalogue)

@@ -13,7 +13,7 @@ from retrieval.core import cli, distributed
 from retrieval.core.io import save_tensors, write_json
 from retrieval.data import load_split
 from retrieval.data.types import SplitData
-from rqvae.artifact import SemanticIds
+from rqvae.artifact import SemanticIds, save_code_names
 from rqvae.disambiguation import collision_stats, disambiguate, level_stats, prefix_sharing
 from rqvae.embeddings import ItemEmbeddings, item_embeddings
 from rqvae.residual_kmeans import check_input
@@ -122,6 +122,7 @@ def train_semantic_ids(run_dir: Path) -> StageOneResult:
     if not distributed.is_main():
         return result
     result.ids.save(run_dir)
+    save_code_names(run_dir, result.ids.codes, split.catalogue)     # readable codes, for --explain
     save_tensors(run_dir / "tokenizer.safetensors", result.weights,
                  metadata={"tokenizer": result.tokenizer.name,
                            "dataset_fingerprint": split.fingerprint,

@@ -4,6 +4,7 @@
     python scripts/recommend.py --onerec_run RUN --titles "Toy Story (1995)" "Heat (1995)"
     python scripts/recommend.py --onerec_run RUN --scorer_run SASREC_RUN --items 1 32 --k 5
     python scripts/recommend.py --onerec_run RUN --batch histories.jsonl --output recs.jsonl
+    python scripts/recommend.py --onerec_run RUN --user 17 --explain --explain_plot why.png
 
 Batch input: JSON lines with one of {"user": id} | {"items": [ids]} | {"titles": [titles]}.
 """
@@ -25,6 +26,10 @@ def _args():
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--output", help="with --batch: JSON-lines output file (default stdout)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--explain", action="store_true",
+                   help="say why: semantic-ID path with code names, per-level probabilities, "
+                        "history items sharing the prefix (JSON lines in batch mode)")
+    p.add_argument("--explain_plot", help="PNG file: the generator's attention over the history")
     return p.parse_args()
 
 
@@ -35,7 +40,7 @@ def main() -> None:
         from retrieval.compare.recommend import recommend
         recommend(args.onerec_run, args.scorer_run, user=args.user, items=args.items,
                   titles=args.titles, batch=args.batch, k=args.k, output=args.output,
-                  as_json=args.json)
+                  as_json=args.json, explain=args.explain, explain_plot=args.explain_plot)
     except Exception as e:                     # noqa: BLE001  (one line: exit 2 user error, 1 bug)
         line, code = error_line(e)
         print(f"error: {line}", file=sys.stderr)

@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from onerec.recommend import Recommender, format_table
+from onerec.recommend import Recommender, format_explanations, format_table
 from retrieval.core.cli import os_reason
 from retrieval.core.errors import RecError
 from retrieval.core.io import write_text
@@ -27,11 +27,11 @@ def load_recommender(onerec_run, scorer_run=None) -> Recommender:
     return Recommender(onerec_run, beside=[ScorerRun(scorer_run)] if scorer_run is not None else [])
 
 
-def _one(rec: Recommender, q: dict, k: int) -> dict:
+def _one(rec: Recommender, q: dict, k: int, **explain) -> dict:
     if "user" in q:
-        return rec.for_user(q["user"], k)
+        return rec.for_user(q["user"], k, **explain)
     if "items" in q or "titles" in q:
-        return rec.for_history(item_ids=q.get("items", ()), titles=q.get("titles", ()), k=k)
+        return rec.for_history(item_ids=q.get("items", ()), titles=q.get("titles", ()), k=k, **explain)
     raise RecError(f"batch line {json.dumps(q)} has none of the keys user / items / titles")
 
 
@@ -82,11 +82,23 @@ def _write_output(output: str, text: str) -> None:
                        "folder you can write to") from None
 
 
+def _as_json(res: dict) -> dict:
+    return {m: [asdict(r) for r in rows] for m, rows in res.items()}
+
+
 def recommend(onerec_run, scorer_run=None, *, user=None, items=None, titles=None, batch=None,
-              k: int = 10, output=None, as_json: bool = False) -> None:
+              k: int = 10, output=None, as_json: bool = False, explain: bool = False,
+              explain_plot=None) -> None:
     """Print the top-k for one history (a user, item ids or titles: exactly one), as a table or
     JSON; or, with `batch`, one JSON line per query of that file, into `output` or stdout. The
-    batch file is read and checked whole before the models load."""
+    batch file is read and checked whole before the models load. explain: add why each
+    generative item was chosen (onerec.explain); explain_plot: a PNG of the generator's attention
+    over the history (one history only)."""
+    if explain_plot is not None and batch:
+        raise RecError("--explain_plot draws one history; use it with --user, --items or --titles")
+    if explain_plot is not None and Path(explain_plot).is_dir():
+        raise RecError(f"--explain_plot {explain_plot} is a folder; give a file path, e.g. "
+                       f"{Path(explain_plot) / 'attention.png'}")
     if output is not None and Path(output).is_dir():
         raise RecError(f"--output {output} is a folder; give a file path, e.g. "
                        f"{Path(output) / 'recs.jsonl'}")
@@ -95,9 +107,7 @@ def recommend(onerec_run, scorer_run=None, *, user=None, items=None, titles=None
     if batch:
         out_lines = []
         for q in queries:
-            res = _one(rec, q, k)
-            out_lines.append(json.dumps({"query": q, **{m: [asdict(r) for r in rows]
-                                                        for m, rows in res.items()}}))
+            out_lines.append(json.dumps({"query": q, **_as_json(_one(rec, q, k, explain=explain))}))
         text = "\n".join(out_lines) + "\n"
         if output:
             _write_output(output, text)
@@ -105,8 +115,12 @@ def recommend(onerec_run, scorer_run=None, *, user=None, items=None, titles=None
             sys.stdout.write(text)
         return
     q = {"user": user} if user else {"items": items} if items else {"titles": titles}
-    res = _one(rec, q, k)
+    res = _one(rec, q, k, explain=explain, attention_plot=explain_plot)
     if as_json:
-        print(json.dumps({m: [asdict(r) for r in rows] for m, rows in res.items()}, indent=2))
+        print(json.dumps(_as_json(res), indent=2))
     else:
         print(format_table(res))
+        if explain:
+            print(format_explanations(res))
+    if explain_plot is not None:
+        print(f"attention plot: {explain_plot}", file=sys.stderr)

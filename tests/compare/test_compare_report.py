@@ -170,3 +170,29 @@ def test_recommend_batch_mode_writes_json_lines(compared, tmp_path):
     lines = [json.loads(x) for x in target.read_text().splitlines()]
     assert [x["query"] for x in lines] == queries
     assert all(1 <= len(x["generative"]) <= 4 for x in lines)
+
+
+def test_recommend_explains_in_batch_mode_and_draws_the_attention(compared, tmp_path):
+    from onerec.recommend import Recommender
+
+    out = compared["out"]
+    run = out / "runs/onerec/seed0"
+    assert (out / "runs/semantic-ids/seed0/code_names.json").is_file()        # stored by stage 1
+    split = Recommender(run).split
+    batch = tmp_path / "h.jsonl"
+    batch.write_text(json.dumps({"user": str(split.user_raw_ids[3])}) + "\n")
+    target = tmp_path / "why.jsonl"
+    proc = _script("recommend.py", ["--onerec_run", str(run), "--batch", str(batch), "--k", "4",
+                                    "--explain", "--output", str(target)], compared["cache"])
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(target.read_text())
+    assert [e["item"] for e in line["explanations"]] == [r["item"] for r in line["generative"]]
+    for e in line["explanations"]:
+        assert np.prod(e["level_probs"]) == pytest.approx(e["probability"], rel=1e-6)
+        assert len(e["names"]) == 2 and all(isinstance(n, str) for n in e["names"])
+    png = tmp_path / "why.png"
+    proc = _script("recommend.py", ["--onerec_run", str(run), "--user", str(split.user_raw_ids[3]),
+                                    "--k", "3", "--explain", "--explain_plot", str(png)], compared["cache"])
+    assert proc.returncode == 0, proc.stderr
+    assert "why (generative):" in proc.stdout and "level 1: code" in proc.stdout
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -57,8 +57,10 @@ def get_source(name: str) -> DatasetSource:
 
 
 @gin.configurable
-def load_split(name: str = "synthetic", k_core: int | None = None, use_cache: bool = True) -> SplitData:
-    """Load dataset `name`, filter to its k-core (default per dataset), split leave-one-out."""
+def load_split(name: str = "synthetic", k_core: int | None = None, use_cache: bool = True,
+               new_items: float = 0.0, new_items_seed: int = 0) -> SplitData:
+    """Load dataset `name`, filter to its k-core (default per dataset), split leave-one-out.
+    new_items > 0: the cold-start protocol (retrieval.data.cold_start) on that share of the items."""
     from retrieval.data import cache
     from retrieval.data.split import leave_one_out
     from retrieval.core.io import fingerprint
@@ -67,11 +69,13 @@ def load_split(name: str = "synthetic", k_core: int | None = None, use_cache: bo
     k = source.default_k_core if k_core is None else gin_values.integer("load_split.k_core", k_core,
                                                                         minimum=0)
     key = fingerprint("split-v1", name, source.input_fingerprint(), k)
-    if use_cache:
-        hit = cache.load_cached_split(key)
-        if hit is not None:
-            return hit
-    split = leave_one_out(source.load(), name=name, k=k, fingerprint=key)
-    if use_cache:
-        cache.save_cached_split(split)
+    split = cache.load_cached_split(key) if use_cache else None
+    if split is None:
+        split = leave_one_out(source.load(), name=name, k=k, fingerprint=key)
+        if use_cache:
+            cache.save_cached_split(split)
+    if new_items:
+        from retrieval.data.cold_start import hold_out_new_items
+        split = hold_out_new_items(split, new_items, gin_values.integer("load_split.new_items_seed",
+                                                                        new_items_seed, minimum=0))
     return split

@@ -101,6 +101,8 @@ class SplitData:
     train_items, train_times: (T,) int64, time-ordered within each user.
     valid_item, valid_time, test_item, test_time: (U,) int64.
     Validation input = training sequence; test input = training sequence + validation item.
+    new_items: (N+1,) bool under the cold-start protocol (retrieval.data.cold_start: these items'
+    events are not in the training sequences), else None.
     """
 
     name: str
@@ -115,6 +117,7 @@ class SplitData:
     catalogue: ItemCatalogue
     has_time: bool
     fingerprint: str
+    new_items: np.ndarray | None = None
 
     @property
     def num_users(self) -> int:

@@ -69,11 +69,23 @@ def build_semantic_ids(split: SplitData, tokenizer: Tokenizer | None = None,
     emb = embeddings or item_embeddings(split)
     t_emb = time.perf_counter() - t0
     t1 = time.perf_counter()
-    codes = tok.fit(emb.vectors)                                   # (N, L)
+    # Cold start (docs/protocol.md §2.7): the tokenizer is fitted on the items seen in training
+    # only; the new items are then encoded with it, and they come last in their collision groups,
+    # so the existing items keep their IDs.
+    new = split.new_items[1:] if split.new_items is not None else np.zeros(split.num_items, bool)
+    seen = ~new
+    codes = np.empty((split.num_items, tok.levels), dtype=np.int64)
+    codes[seen] = tok.fit(emb.vectors[seen] if new.any() else emb.vectors)   # (N_seen, L)
+    reconstruction = tok.reconstruction
+    if new.any():
+        codes[new] = tok.encode(emb.vectors[new])
     t_fit = time.perf_counter() - t1
-    full = disambiguate(codes)                                     # (N, L+1), unique rows
+    order = np.r_[np.flatnonzero(seen), np.flatnonzero(new)]
+    full = np.empty((split.num_items, tok.levels + 1), dtype=np.int64)
+    full[order] = disambiguate(codes[order])                       # (N, L+1), unique rows
     padded = np.concatenate([np.full((1, full.shape[1]), -1, dtype=np.int64), full])
-    metrics = semantic_id_metrics(emb.vectors, tok.reconstruction, codes, tok.codebook_size)
+    metrics = semantic_id_metrics(emb.vectors[seen], reconstruction, codes[seen], tok.codebook_size)
+    metrics["new_items"] = int(new.sum())
     metrics["max_disambiguation"] = int(full[:, -1].max())
     metrics["unique_ids"] = bool(len(np.unique(full, axis=0)) == len(full))
     metrics["category_prefix_sharing"] = category_prefix_sharing(split, codes)

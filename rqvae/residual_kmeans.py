@@ -132,6 +132,21 @@ class RQKMeans:
         self.reconstruction = self._unproject(z - r)
         return np.stack(codes, axis=1)
 
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) embeddings of unseen items -> (n, L) codes: the fitted projection, then the
+        nearest centroid of each level on the residual (balanced k-means: no capacity here)."""
+        if not self.codebooks:
+            raise RecError(f"{self.name}.encode: the tokenizer is not fitted")
+        z = np.asarray(x, dtype=np.float32)
+        if self.components is not None:
+            z = np.ascontiguousarray((z - self.mean) @ self.components, dtype=np.float32)
+        r, codes = z.copy(), []
+        for c in self.codebooks:
+            labels = nearest(r, c)
+            r = r - c[labels]
+            codes.append(labels)
+        return np.stack(codes, axis=1)
+
     def _project(self, x: np.ndarray) -> np.ndarray:
         """Top `pca_dim` principal components of x (identity when pca_dim is None or >= d).
 

@@ -133,8 +133,13 @@ class RQVAETokenizer:
         return self.encode(x)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, chunk: int = 8192) -> np.ndarray:
-        """Codes (N, L) of the trained model; also sets .reconstruction (N, d) float32."""
+    def encode(self, x, chunk: int = 8192) -> np.ndarray:
+        """Codes (N, L) of the trained model for embeddings x (array or tensor; seen or unseen
+        items); also sets .reconstruction (N, d) float32."""
+        if self.model is None:
+            raise RecError("RQVAETokenizer.encode: the tokenizer is not fitted")
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         model = self.model.eval()
         codes, recon = [], []
         for s in range(0, x.shape[0], chunk):

@@ -28,6 +28,10 @@ class Tokenizer(Protocol):
 
     def fit(self, x: np.ndarray) -> np.ndarray: ...
 
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Codes of unseen embeddings with the fitted tokenizer (cold-start items)."""
+        ...
+
     def weights(self) -> dict: ...
 
 

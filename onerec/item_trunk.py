@@ -64,6 +64,11 @@ class ItemTrunk(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def set_new_items(self, mask) -> None:
+        """Mark the cold-start protocol's new items ((N+1,) bool); the parallel kind limits their
+        share of a returned list (ParallelSidGenerator.new_item_share), the causal kind ignores it."""
+        self.new_items = torch.as_tensor(mask, dtype=torch.bool)
+
     def training_samples(self, split: SplitData) -> ItemWindows:
         """One window per max_len targets of every training sequence (onerec.item_windows)."""
         return ItemWindows(split, self.max_len)

@@ -20,6 +20,9 @@ many items, and a new item is scored from its codes alone.
 """
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import gin
 import torch
 import torch.nn.functional as F
@@ -51,14 +54,21 @@ class ParallelSidGenerator(ItemTrunk):
     item of the input history. score_batch: users scored against the whole catalogue at once.
     loss_chunk: positions whose catalogue logits are held at once in training (objective 'items';
     larger batches are computed chunk by chunk and recomputed in the backward pass).
+    new_item_share: ε of the cold-start protocol (docs/protocol.md §2.7), once `set_new_items` has
+    marked the new items: every top-j of a returned list holds at most floor(ε·j) new items
+    (0 = never a new item, 1 = no limit); an inference-time knob, not part of the checkpoint.
     """
 
     def __init__(self, sids: SemanticIds, d_model: int = 128, num_layers: int = 2, num_heads: int = 2,
                  ffn_mult: int = 4, dropout: float = 0.3, max_len: int = 50,
                  head_temperature: float = 0.07, label_smoothing: float = 0.0, beam_width: int = 50,
                  exclude_history: bool = True, score_batch: int = 128, objective: str = "items",
-                 loss_chunk: int = 4096):
+                 loss_chunk: int = 4096, new_item_share: float = 1.0):
         super().__init__()
+        if isinstance(new_item_share, bool) or not isinstance(new_item_share, (int, float)) \
+                or not 0.0 <= new_item_share <= 1.0:
+            raise RecError(f"ParallelSidGenerator.new_item_share={new_item_share!r} must be in [0, 1]")
+        self.new_item_share, self.new_items = float(new_item_share), None
         if objective not in ("codes", "items"):
             raise RecError(f"ParallelSidGenerator.objective={objective!r}: use 'codes' (per-codebook "
                            "cross-entropy) or 'items' (cross-entropy over the catalogue)")
@@ -187,7 +197,10 @@ class ParallelSidGenerator(ItemTrunk):
                 sc = self.item_scores(self.encode(hist)[:, -1])
                 if self.exclude_history:
                     sc.scatter_(1, hist, -torch.inf)
-                top = torch.topk(sc, k, dim=1)
+                if self.new_items is not None and self.new_item_share < 1.0:
+                    top = quota_top_k(sc, self.new_items.to(sc.device), k, self.new_item_share)
+                else:
+                    top = torch.topk(sc, k, dim=1)
                 items.append(torch.where(torch.isfinite(top.values), top.indices, 0))
                 scores.append(top.values)
             items = torch.cat(items)
@@ -201,3 +214,28 @@ def _mask_padding(scores: torch.Tensor) -> torch.Tensor:
     pad = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
     pad[0] = True
     return scores.masked_fill(pad, -torch.inf).contiguous()
+
+
+class TopK(NamedTuple):
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
+def quota_top_k(scores: torch.Tensor, new: torch.Tensor, k: int, share: float):
+    """The best k-lists of `scores` (B, N+1) in which every top-j holds at most floor(share·j)
+    items of the bool mask `new` (N+1,): the greedy merge of the best old and the best new items,
+    which is exact for prefix quotas. Returns (values, indices) like torch.topk."""
+    old_v, old_i = torch.topk(scores.masked_fill(new, -torch.inf), k, dim=1)
+    new_v, new_i = torch.topk(scores.masked_fill(~new, -torch.inf), k, dim=1)
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    po = torch.zeros_like(rows)
+    pn = torch.zeros_like(rows)
+    values, indices = torch.empty_like(old_v), torch.empty_like(old_i)
+    for j in range(k):
+        take = ((pn + 1) <= math.floor(share * (j + 1) + 1e-9)) & (new_v[rows, pn.clamp(max=k - 1)]
+                                                                    > old_v[rows, po.clamp(max=k - 1)])
+        take &= pn < k
+        values[:, j] = torch.where(take, new_v[rows, pn.clamp(max=k - 1)], old_v[rows, po.clamp(max=k - 1)])
+        indices[:, j] = torch.where(take, new_i[rows, pn.clamp(max=k - 1)], old_i[rows, po.clamp(max=k - 1)])
+        pn, po = pn + take.long(), po + (~take).long()
+    return TopK(values, indices)

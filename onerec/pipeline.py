@@ -11,6 +11,7 @@ import gin
 import torch
 
 from onerec.generators import generator_kind, make_generator
+from onerec.item_trunk import ItemTrunk
 from onerec.trainer import SELECT_METRIC, OneRecTask, OneRecTrainer
 from retrieval.core import distributed
 from retrieval.data.registry import load_split
@@ -61,6 +62,8 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
     trainer = OneRecTrainer()
     set_seed(trainer.seed)                                 # model initialisation
     model = make_generator(sids)
+    if split.new_items is not None and isinstance(model, ItemTrunk):   # cold start (protocol §2.7)
+        model.set_new_items(split.new_items)
     cls = type(model).__name__
     if model.beam_width < max(evaluator.ks):
         raise RecError(f"{cls}.beam_width={model.beam_width} is smaller than the largest cut-off "
@@ -87,6 +90,9 @@ def train_onerec(run_dir: Path, resume: bool = False, semantic_ids_dir: str | No
                 "selection": f"valid {SELECT_METRIC} on {len(trainer.eval_subsample(split.num_users))} "
                              f"users (seed {trainer.eval_seed})",
                 "final_users": (f"{final_users} (seed {trainer.eval_seed})" if final_users else "all")}
+    if split.new_items is not None:
+        protocol["cold_start"] = {"new_items": int(split.new_items.sum()),
+                                  "new_item_share": getattr(model, "new_item_share", 1.0)}
     out = results_json({"onerec": evals}, protocol, split, extra={
         "semantic_ids": {"dir": str(semantic_ids_dir), "tokenizer": sids.tokenizer,
                          "levels": sids.levels, "codebook_size": sids.codebook_size,

@@ -70,6 +70,7 @@ class Recommender:
         import onerec.pipeline  # noqa: F401  (registers every configurable a OneRec run binds)
         import retrieval.data  # noqa: F401  (registers dataset sources)
         from onerec.generators import make_generator
+        from onerec.item_trunk import ItemTrunk
 
         self.onerec_run = Path(onerec_run)
         self.beside = list(beside)
@@ -95,6 +96,8 @@ class Recommender:
         sids = SemanticIds.load(sid_dir)
         sids.check_dataset(self.split.fingerprint, where=str(sid_dir))
         self.model = make_generator(sids)
+        if self.split.new_items is not None and isinstance(self.model, ItemTrunk):
+            self.model.set_new_items(self.split.new_items)
         self.sids, self.sid_dir, self._code_names = sids, sid_dir, None
         load_checkpoint(self.onerec_run / BEST, self.model, restore_rng=False)
         self.model.eval()

@@ -96,22 +96,33 @@ class ItemCooccurrence(_Fitted):
         return counts.add_(self.backoff)
 
 
-BASELINES = {"popularity": MostPopular, "cooccurrence": ItemCooccurrence}
+BASELINES = ("popularity", "cooccurrence", "semantic_knn")
 
 
-def make_baseline(name: str):
-    """A baseline by its name in `BASELINES` (constructed through gin)."""
-    if name not in BASELINES:
-        raise RecError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")
-    return BASELINES[name]()
+def make_baseline(name: str, content_embeddings=None):
+    """A baseline by its name in `BASELINES` (constructed through gin); 'semantic_knn' needs
+    `content_embeddings`, a callable giving the (N, d) item embeddings (called only for it)."""
+    if name == "popularity":
+        return MostPopular()
+    if name == "cooccurrence":
+        return ItemCooccurrence()
+    if name == "semantic_knn":
+        from retrieval.baselines.semantic_knn import SemanticKNN
+        if content_embeddings is None:
+            raise RecError("the semantic_knn baseline needs the items' content embeddings; run it "
+                           "through scripts/evaluate_baseline.py")
+        return SemanticKNN().bind(content_embeddings())
+    raise RecError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")
 
 
 @gin.configurable
-def evaluate_baseline(run_dir: Path, model=("popularity", "cooccurrence")) -> dict:
+def evaluate_baseline(run_dir: Path, model=("popularity", "cooccurrence"),
+                      content_embeddings=None) -> dict:
     """Fit each baseline in `model` (a name or a list of names) on the training sequences of the
     gin-selected split, evaluate it on valid and test with the gin-configured Evaluator, print a
     table and write run_dir/results.json (the first model fills the top-level "valid"/"test") and
-    run_dir/ranks.safetensors. Returns the results.json record."""
+    run_dir/ranks.safetensors. Returns the results.json record. content_embeddings: a function
+    split -> (N, d) item embeddings, for 'semantic_knn' (the script passes stage 1's)."""
     names = [model] if isinstance(model, str) else list(model)
     if not names:
         raise RecError("evaluate_baseline.model is empty; name one or more of: " + ", ".join(BASELINES))
@@ -123,7 +134,8 @@ def evaluate_baseline(run_dir: Path, model=("popularity", "cooccurrence")) -> di
     evaluator = Evaluator()
     results = {}
     for n in names:
-        scorer = make_baseline(n).fit(split)
+        embed = (lambda: content_embeddings(split)) if content_embeddings is not None else None
+        scorer = make_baseline(n, embed).fit(split)
         results[n] = {st: evaluator.evaluate(scorer, split, st) for st in ("valid", "test")}
     print(f"dataset {split.name} ({split.fingerprint}): {split.num_users:,} users, "
           f"{split.num_items:,} items; exclude_history={evaluator.exclude_history}")

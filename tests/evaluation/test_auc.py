@@ -3,38 +3,14 @@ ranking with and without history exclusion, sampled-100), the documented value f
 unranked target, GAUC's weighting, and the per-user counts saved beside the ranks."""
 import numpy as np
 import pytest
-import torch
 
-from retrieval.data.batch import HistoryBatch
 from retrieval.evaluation import MISS, Evaluator
 from retrieval.evaluation.evaluator import FULL, SAMPLED, sample_negatives
 from retrieval.evaluation.metrics import metrics_from_ranks, per_user_auc
 from retrieval.evaluation.report import format_table, load_result, save_ranks
 
+from fake_models import ListGenerator, TableScorer
 from tiny_splits import make_split
-
-
-class TableScorer:
-    """Scores from a fixed (U, N+1) table, row = user."""
-
-    def __init__(self, table):
-        self.table = torch.as_tensor(table)
-
-    def score_all(self, batch: HistoryBatch) -> torch.Tensor:
-        return self.table[batch.users]
-
-
-class ListGenerator:
-    """Fixed ranked lists (row = user), right-padded with 0."""
-
-    def __init__(self, lists):
-        self.lists = lists
-
-    def generate(self, batch: HistoryBatch, num_items: int) -> torch.Tensor:
-        out = torch.zeros(len(batch.users), num_items, dtype=torch.long)
-        for b, u in enumerate(batch.users.tolist()):
-            out[b, :len(self.lists[u])] = torch.tensor(self.lists[u], dtype=torch.long)
-        return out
 
 
 def random_split(rng, users=40, items=30):

@@ -92,7 +92,7 @@ class ParallelSidGenerator(ItemTrunk):
         self.proj = nn.Linear(d_model, self.num_heads_out * d_model) if objective == "codes" else None
         self.apply(init_weights)
         lo = int(self.vocab.offsets[0])
-        self.code_range = (lo,)                             # token lo + j = flat code column j
+        self.code_offset = lo                               # token lo + j = flat code column j
         # item n's score = Σ over its codes of the flat code log-probs at columns item_cols[n]
         cols = (tokens[:, :self.num_heads_out] - lo).clamp(min=0)                # row 0: unused
         self.register_buffer("item_cols", cols.contiguous(), persistent=False)   # (N+1, heads)
@@ -112,7 +112,7 @@ class ParallelSidGenerator(ItemTrunk):
             raise RecError("ParallelSidGenerator.code_log_probs needs objective='codes' (per-codebook "
                            "heads); the 'items' objective scores items with item_scores")
         z = self.proj(h).unflatten(-1, (self.num_heads_out, -1))         # (P, M, d)
-        lo = self.code_range[0]
+        lo = self.code_offset
         K, L = self.vocab.codebook_size, self.vocab.levels
         codes = self.code_emb.weight[lo:lo + L * K].view(L, K, -1)         # (L, K, d) tied
         if self.temperature > 0:
@@ -152,9 +152,10 @@ class ParallelSidGenerator(ItemTrunk):
         """(N+1, d) every item's vector: the sum of its L+1 code embeddings (row 0: zeros)."""
         return F.embedding_bag(self.item_tokens, self.code_emb.weight, mode="sum", padding_idx=0)
 
-    def _catalogue_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """States (P, d) -> (P, N+1) cos(h, item vector) / τ (dot when τ = 0); column 0 -inf."""
-        v = self.item_vectors()
+    def _catalogue_logits(self, h: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """States (P, d) -> (P, N+1) cos(h, item vector) / τ (dot when τ = 0); column 0 -inf.
+        v: the item vectors when the caller already built them (decoding: once per call)."""
+        v = self.item_vectors() if v is None else v
         if self.temperature > 0:
             h, v = F.normalize(h, dim=-1) / self.temperature, F.normalize(v, dim=-1)
         return _mask_padding((h @ v.T).float())
@@ -174,11 +175,12 @@ class ParallelSidGenerator(ItemTrunk):
         return F.cross_entropy(self._catalogue_logits(h), targets, reduction="sum",
                                label_smoothing=self.label_smoothing)
 
-    def item_scores(self, h: torch.Tensor) -> torch.Tensor:
+    def item_scores(self, h: torch.Tensor, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """States (U, d) -> (U, N+1) the model's item scores; column 0 (padding) -inf. Objective
-        'codes': Σ_m log p_m(c_m(item)); 'items': the catalogue logits (same ranking as log p(item))."""
+        'codes': Σ_m log p_m(c_m(item)); 'items': the catalogue logits (same ranking as log p(item)).
+        item_vectors: `item_vectors()` when the caller scores several batches with the same weights."""
         if self.objective == "items":
-            return self._catalogue_logits(h)
+            return self._catalogue_logits(h, item_vectors)
         flat = torch.cat(self.code_log_probs(h), dim=-1)                   # (U, M·K + D)
         summed = F.embedding_bag(self.item_cols, flat.T.contiguous(), mode="sum")   # (N+1, U)
         return _mask_padding(summed.T)
@@ -192,9 +194,10 @@ class ParallelSidGenerator(ItemTrunk):
         self.eval()
         try:
             items, scores = [], []
+            vectors = self.item_vectors() if self.objective == "items" else None   # once per call
             for s in range(0, batch.items.shape[0], self.score_batch):
                 hist = batch.items[s:s + self.score_batch]
-                sc = self.item_scores(self.encode(hist)[:, -1])
+                sc = self.item_scores(self.encode(hist)[:, -1], vectors)
                 if self.exclude_history:
                     sc.scatter_(1, hist, -torch.inf)
                 if self.new_items is not None and self.new_item_share < 1.0:

@@ -327,6 +327,8 @@ class Trainer:
 
         stopped_by = "early_stopping" if stopper.should_stop else "num_epochs"
         done = stopper.should_stop                             # a resumed run that had stopped
+        if self.max_steps and step >= self.max_steps:          # ... or had used its step budget
+            done, stopped_by = True, "max_steps"
         ran = 0
         bar = tqdm(total=total, initial=step, desc=f"train ({self.name})", dynamic_ncols=True,
                    disable=not self.progress or not main)

@@ -125,3 +125,12 @@ def test_every_family_takes_the_shared_settings_under_the_same_names():
         assert shared <= own, (family.__name__, sorted(shared - own))
     assert ScorerTrainer(eval_users=0).eval_users is None and OneRecTrainer(eval_users=0).eval_users is None
     assert ScorerTrainer(grad_clip=0).grad_clip is None and OneRecTrainer(grad_clip=None).grad_clip is None
+
+
+def test_resuming_a_finished_run_trains_no_further_step(tmp_path):
+    first = _trainer(max_steps=6, eval_every=10).run(ToyTask(), tmp_path / "run")
+    before = load_tensors(tmp_path / "run/checkpoints/last.safetensors")
+    again = _trainer(max_steps=6, eval_every=10).run(ToyTask(), tmp_path / "run", resume=True)
+    assert (again.steps, again.stopped_by) == (first.steps, "max_steps") == (6, "max_steps")
+    after = load_tensors(tmp_path / "run/checkpoints/last.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)

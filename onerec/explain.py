@@ -17,14 +17,13 @@ computed on the fly).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from retrieval.core.errors import RecError
-from rqvae.artifact import load_code_names  # noqa: F401  (the names stored beside the semantic IDs)
 
 @dataclass(frozen=True)
 class Explanation:
@@ -40,9 +39,6 @@ class Explanation:
     names: list
     shares_level1: list
     shares_level2: list
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def item_probabilities(model, history: np.ndarray) -> torch.Tensor:

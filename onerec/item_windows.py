@@ -63,9 +63,12 @@ class ItemWindows:
     def num_positions(self) -> int:
         return int(self.lengths().sum())
 
+    def row_counts(self, idx: np.ndarray) -> np.ndarray:
+        """Supervised positions of each window in `idx` (the weights of their mean loss)."""
+        return self.lengths()[idx]
+
     def count(self, idx: np.ndarray) -> int:
-        """Supervised positions in windows `idx` (the weight of their mean loss)."""
-        return int(self.lengths()[idx].sum())
+        return int(self.row_counts(idx).sum())
 
     def batch(self, idx: np.ndarray) -> WindowBatch:
         s, e = self.starts[idx], self.ends[idx]

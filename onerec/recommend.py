@@ -26,7 +26,7 @@ from retrieval.data.types import SplitData
 from retrieval.core.errors import RecError
 from retrieval.core.io import read_json
 from retrieval.core.checkpoints import BEST, load_checkpoint
-from rqvae.artifact import SemanticIds
+from rqvae.artifact import SemanticIds, load_code_names
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class Recommender:
         if explain or attention_plot:
             from onerec import explain as why
             if self._code_names is None:
-                self._code_names = why.load_code_names(self.sid_dir, self.sids.codes, self.split.catalogue)
+                self._code_names = load_code_names(self.sid_dir, self.sids.codes, self.split.catalogue)
             if explain:
                 out["explanations"] = why.explain(self.model, self.sids.codes, self._code_names,
                                                   self.split.catalogue.raw_ids, history,

@@ -101,8 +101,11 @@ class TrainingSamples:
     def history_lengths(self) -> np.ndarray:
         return self.ends - self.starts
 
+    def row_counts(self, idx: np.ndarray) -> np.ndarray:
+        """Supervised targets of each sample in `idx` (one each; the weights of their mean loss)."""
+        return np.ones(len(idx), dtype=np.int64)
+
     def count(self, idx: np.ndarray) -> int:
-        """Supervised targets in samples `idx` (one each; the weight of their mean loss)."""
         return len(idx)
 
     def batch(self, idx: np.ndarray, tokenizer: HistoryTokenizer | None = None) -> TokenBatch:

@@ -12,10 +12,9 @@ import gin
 import numpy as np
 import torch
 
-from retrieval.core import distributed
 from retrieval.core.io import fingerprint
 from retrieval.core.checkpoints import BEST, LAST
-from retrieval.core.trainer import SELECT_METRIC, StepOutput, Trainer, TrainingTask
+from retrieval.core.trainer import SELECT_METRIC, StepOutput, Trainer, TrainingTask, local_rows
 from retrieval.data.types import SplitData
 from retrieval.evaluation import Evaluator
 
@@ -73,15 +72,13 @@ class OneRecTask(TrainingTask):
         return self.samples.epoch_batches(t.batch_size, t.seed, epoch, t.bucket_batches)
 
     def step(self, idx: np.ndarray, runner) -> StepOutput:
-        rows = distributed.shard(idx)                     # this rank's part of the global batch
-        n = self.samples.count(rows)                      # supervised targets of this rank
-        weight = distributed.loss_weight(n, self.samples.count(idx))
-        if len(rows) == 0:                                # keep in step with the other ranks
-            rows, weight = idx[:1], 0.0
-        batch = self.samples.batch(rows).to(self.trainer.device)
+        counts = self.samples.row_counts(idx)             # supervised targets per sample
+        mine, weight = local_rows(len(idx), counts)       # this rank's part of the global batch
+        n = int(counts[mine].sum()) if weight else 0
+        batch = self.samples.batch(idx[mine]).to(self.trainer.device)
         loss = runner(lambda m, b: m(b), batch)           # mean loss over this rank's targets
         value = float(loss.detach())
-        return StepOutput(loss * weight if weight != 1.0 else loss, value, n if weight else 0)
+        return StepOutput(loss * weight if weight != 1.0 else loss, value, n)
 
     def validate(self, users: np.ndarray) -> dict:
         return self.evaluator.evaluate(self.model, self.split, "valid", users=users).metrics["full"]

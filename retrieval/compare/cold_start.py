@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from retrieval.core.errors import RecError
 from retrieval.data.types import SplitData
 from retrieval.evaluation.evaluator import FULL
@@ -49,12 +47,3 @@ def cold_start_table(runs: dict[str, tuple], split: SplitData) -> str:
             vals = " | ".join(f"{sub[group][c]:.4f}" for c in COLUMNS)
             lines.append(f"| {label} | {title} | {sub['users'][group]:,} | {vals} |")
     return "\n".join(lines)
-
-
-def mean_over_seeds(tables: list[dict]) -> dict:
-    """Mean and std over seeds of subgroup_metrics outputs (same models, same groups)."""
-    out = {}
-    for group in ("new", "other"):
-        out[group] = {c: (float(np.mean([t[group][c] for t in tables])),
-                          float(np.std([t[group][c] for t in tables]))) for c in COLUMNS}
-    return out

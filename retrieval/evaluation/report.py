@@ -25,7 +25,7 @@ import numpy as np
 from retrieval.data.types import SplitData
 from retrieval.evaluation.evaluator import FULL, SAMPLED, EvalResult
 from retrieval.core.errors import RecError
-from retrieval.core.io import _json_default, fingerprint, load_tensors, read_json, save_tensors, write_text
+from retrieval.core.io import fingerprint, json_text, load_tensors, read_json, save_tensors, write_text
 from retrieval.evaluation.schema import validate_results
 
 TABLE_METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "hr@50", "ndcg@50", "mrr", "auc", "gauc")
@@ -119,6 +119,6 @@ def format_table(models: dict[str, dict[str, EvalResult]], metrics=TABLE_METRICS
 def write_results(run_dir: Path, record: dict) -> Path:
     """Write run_dir/results.json; a record off the schema is refused (RecError): a writer's bug."""
     path = Path(run_dir) / "results.json"
-    text = json.dumps(record, indent=2, default=_json_default) + "\n"
+    text = json_text(record)
     validate_results(json.loads(text), str(path))          # what the file will hold, numpy gone
     return write_text(path, text)

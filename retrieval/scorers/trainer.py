@@ -106,7 +106,7 @@ class ScorerTask(TrainingTask):
         gvalid = gtb.targets > 0                                           # (B, L)
         rows, weight = local_rows(len(gtb.users), gvalid.sum(1))
         mine = np.zeros(len(gtb.users), dtype=bool)
-        mine[distributed.shard(np.arange(len(gtb.users)))] = True
+        mine[rows] = weight > 0                                            # a weight-0 stand-in owns none
         sel = np.repeat(mine, gvalid.sum(1))                               # this rank's positions
         tb = TrainBatch(gtb.users[rows], gtb.items[rows], gtb.times[rows], gtb.targets[rows])
         valid = tb.targets > 0

@@ -4,7 +4,8 @@ seeds — run (or reused when finished) as the project's own scripts, each in it
 Layout under the report directory:
     runs/<model>/seed<k>/      one run of scripts/train_*.py (results.json, ranks.safetensors, ...)
     logs/<model>-seed<k>.log   its stdout and stderr
-A run whose results.json exists is reused, so an interrupted comparison continues where it stopped.
+A run whose results.json exists is reused, and a run interrupted after its first checkpoint is
+resumed (--resume), so an interrupted comparison continues where it stopped.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import gin
 
+from retrieval.core.checkpoints import LAST
 from retrieval.core.errors import RecError
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -30,6 +32,7 @@ SEED_BINDINGS = {
     "train_cf.py": "CFTrainer.seed",
     "evaluate_baseline.py": None,
 }
+RESUMABLE = {"train_onerec.py", "train_sasrec.py", "train_cf.py"}   # scripts that take --resume
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class RunSpec:
         return root / "runs" / self.model / f"seed{self.seed}"
 
     def command(self, root: Path) -> list[str]:
+        """The script's command line; --resume when an interrupted run left a checkpoint."""
         cmd = [sys.executable, str(SCRIPTS / self.script)]
         for f in self.gin_files:
             cmd += ["--gin_file", f]
@@ -54,7 +58,11 @@ class RunSpec:
         params = list(self.params) + ([f"{binding}={self.seed}"] if binding else [])
         for p in params:
             cmd += ["--gin_param", p]
-        return cmd + ["--run_dir", str(self.run_dir(root))]
+        cmd += ["--run_dir", str(self.run_dir(root))]
+        return cmd + (["--resume"] if self.resumable(root) else [])
+
+    def resumable(self, root: Path) -> bool:
+        return self.script in RESUMABLE and (self.run_dir(root) / f"{LAST}.json").is_file()
 
 
 @gin.configurable
@@ -136,7 +144,7 @@ def _run_one(spec: RunSpec, root: Path, sid_dirs: dict, tag: str, env: dict | No
                        spec.params + (f"train_onerec.semantic_ids_dir={str(sid_dirs[spec.seed])!r}",))
     log_path = root / "logs" / f"{spec.model}-seed{spec.seed}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log(f"{tag}: running {spec.script} -> {rd}")
+    log(f"{tag}: {'resuming' if spec.resumable(root) else 'running'} {spec.script} -> {rd}")
     t0 = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as f:
         proc = subprocess.run(spec.command(root), stdout=f, stderr=subprocess.STDOUT, env=env)

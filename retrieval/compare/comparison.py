@@ -125,7 +125,7 @@ class Comparison:
                 specs.append(RunSpec(name, "cf", "train_cf.py", tuple(files), seed, extra("cf")))
         if self.baselines:
             specs.append(RunSpec("baselines", "baseline", "evaluate_baseline.py",
-                                 tuple(self.baselines), 0, tuple(self.kind_params.get("baseline", ()))))
+                                 tuple(self.baselines), 0, extra("baseline")))
         for s in specs:
             for f in s.gin_files:
                 if not Path(f).is_file():

@@ -95,7 +95,7 @@ def _curve(path: Path) -> list[tuple[float, float]]:
     return pts
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
@@ -108,7 +108,7 @@ def aggregate(models: dict, stage: str = "test") -> dict:
             vals = [r[stage][proto] for r in rec["runs"] if proto in r[stage]]
             if not vals:
                 continue
-            out[proto][name] = {m: [*_mean_std([v[m] for v in vals]), len(vals)]
+            out[proto][name] = {m: [*mean_std([v[m] for v in vals]), len(vals)]
                                 for m in METRICS if m in vals[0]}
     return out
 

@@ -9,7 +9,7 @@ import gin
 import numpy as np
 import pytest
 
-from retrieval.compare.cold_start import cold_start_table, subgroup_metrics
+from retrieval.compare.cold_start import cold_start_rows, cold_start_table, subgroup_metrics
 from retrieval.data.cold_start import hold_out_new_items
 from retrieval.evaluation import Evaluator
 from retrieval.evaluation.metrics import metrics_from_ranks
@@ -34,8 +34,10 @@ def test_subgroup_metrics_are_the_metrics_of_each_group_of_test_users(tmp_path):
     for name, rows in (("new", new), ("other", ~new)):
         want = metrics_from_ranks(ranks[rows], ks=(5, 10, 20), full_mrr=False)
         assert sub[name] == {k: want[k] for k in sub[name]}
-    table = cold_start_table({"random": (tmp_path, "table")}, split)
-    assert table.count("| random |") == 2 and "Recall@10" in table
+    rows = cold_start_rows({"random": [(tmp_path, "table"), (tmp_path, "table")]}, split)
+    assert rows["random"]["new"]["hr@10"] == [sub["new"]["hr@10"], 0.0, 2]      # two equal seeds
+    table = cold_start_table(rows, {"random": "a note"})
+    assert table.count("| random (a note) |") == 2 and "Recall@10" in table
 
 
 @pytest.mark.slow

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from retrieval.baselines.counting import evaluate_baseline
 from retrieval.core import cli
+from rqvae.embeddings import item_embeddings  # registers item_embeddings (its source, model, ...)
 
 
 def main(args, run_dir) -> None:
-    from rqvae.embeddings import item_embeddings
     evaluate_baseline(run_dir, content_embeddings=lambda split: item_embeddings(split).vectors)
 
 

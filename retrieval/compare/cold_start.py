@@ -79,7 +79,8 @@ def cold_start_rows(runs: dict[str, list[tuple]], split: SplitData) -> dict[str,
 def cold_start_table(rows: dict[str, dict], notes: dict[str, str] | None = None) -> str:
     """A markdown table: one line per (model, user group), mean ± std over seeds."""
     notes = notes or {}
-    header = "| model | test users | n | " + " | ".join(c.replace("hr", "Recall") for c in COLUMNS) + " |"
+    header = "| model | test users | n | " + " | ".join(
+        c.replace("hr", "Recall").replace("ndcg", "NDCG") for c in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (3 + len(COLUMNS))]
     for label, row in rows.items():
         name = label + (f" ({notes[label]})" if label in notes else "")
@@ -145,9 +146,9 @@ def run_cold_start(run_dir: Path) -> dict:
             label = key if s.kind == "baseline" else s.model
             runs.setdefault(label, []).append((rd, key))
             if s.kind in TABLE_KINDS:
-                notes[label] = "cannot rank an unseen item: its embedding row never had a positive"
+                notes[label] = "no trained embedding for a new item: its row never had a positive"
             elif s.model == study.generator:
-                notes[label] = "ε = the config's new_item_share"
+                notes[label] = "ε = its config's new_item_share, default 1 = free"
     rows = cold_start_rows(runs, split)
     record = {"dataset": {"name": split.name, "fingerprint": split.fingerprint,
                           "new_items": int(split.new_items.sum())},

@@ -16,7 +16,7 @@ from retrieval.evaluation.metrics import metrics_from_ranks
 from retrieval.evaluation.report import results_json, save_ranks, write_results
 
 from fake_models import TableScorer
-from reliability_cases import ONEREC_TINY, SID_TINY, SYN, gin_args, run_script
+from reliability_cases import ONEREC_TINY, SCORER_TINY, SID_TINY, SYN, gin_args, run_script
 from tiny_splits import synthetic_split
 
 
@@ -69,3 +69,47 @@ def test_the_cold_start_chain_end_to_end(tmp_path):
     assert capped["new"]["hr@20"] == 0.0                   # ε = 0: no new item is ever returned
     assert capped["users"] == free["users"] and capped["users"]["new"] > 0
 
+
+
+def _gin_list(params: list[str]) -> str:
+    return "[" + ", ".join(repr(p) for p in params) + "]"
+
+
+@pytest.mark.slow
+def test_the_cold_start_study_script(tmp_path):
+    """scripts/cold_start.py on tiny data: every model of the comparison on the cold split, the
+    generator re-evaluated at ε = 0 (no new item) and ε = 1 (= the run's own numbers), one table."""
+    cold = ["load_split.new_items=0.1"]
+    cfg = tmp_path / "cold.gin"
+    cfg.write_text("\n".join([
+        "include 'configs/synthetic/data.gin'", "include 'configs/base/eval.gin'",
+        *[p.replace("=", " = ", 1) for p in SYN + cold],
+        "Comparison.data_gin = 'configs/synthetic/data.gin'",
+        "Comparison.seeds = (0,)",
+        "Comparison.semantic_ids = ['configs/synthetic/rqkmeans.gin']",
+        "Comparison.generative = {'onerec': ['configs/synthetic/onerec.gin']}",
+        "Comparison.scorers = {'sasrec': ['configs/synthetic/sasrec-bce.gin']}",
+        "Comparison.baselines = ['configs/synthetic/baseline.gin']",
+        f"Comparison.extra_params = {_gin_list(SYN + cold)}",
+        "Comparison.kind_params = {"
+        f"'semantic_ids': {_gin_list(SID_TINY)}, 'generative': {_gin_list(ONEREC_TINY)}, "
+        f"'scorer': {_gin_list(SCORER_TINY)}, "
+        "'baseline': [\"evaluate_baseline.model=['popularity', 'semantic_knn']\", "
+        "\"item_embeddings.source='collaborative'\", 'item_embeddings.dim=8']}",
+        "ColdStartStudy.epsilons = (0.0, 1.0)", ""]))
+    out = tmp_path / "study"
+    proc = run_script("cold_start.py", ["--gin_file", str(cfg), "--run_dir", str(out)], tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    import json
+    record = json.loads((out / "cold_start.json").read_text())
+    rows = record["rows"]
+    assert set(rows) == {"onerec", "onerec-eps0", "onerec-eps1", "sasrec", "popularity", "semantic_knn"}
+    assert rows["onerec-eps0"]["new"]["hr@20"][0] == 0.0               # ε = 0: never a new item
+    assert rows["onerec-eps1"] == rows["onerec"]                        # ε = 1 = the run's default
+    assert all(r["users"] == rows["onerec"]["users"] for r in rows.values())
+    assert rows["onerec"]["users"]["new"] > 0 and record["dataset"]["new_items"] > 0
+    assert "no trained embedding" in record["notes"]["sasrec"]
+    assert "| onerec-eps0 |" in (out / "cold_start.md").read_text()
+    assert "onerec-eps0" in (out / "report.md").read_text()
+    again = run_script("cold_start.py", ["--gin_file", str(cfg), "--run_dir", str(out)], tmp_path / "cache")
+    assert again.returncode == 0 and ": running" not in again.stdout and again.stdout.count("reused") == 10

@@ -134,7 +134,7 @@ def run_cold_start(run_dir: Path) -> dict:
         copy_finished_run(base[s.seed], s.run_dir(run_dir))
     comparison.execute(specs + eps_specs, run_dir, jobs=comp.jobs)
     comparison_report.write_report(run_dir, specs + eps_specs, split, Evaluator(progress=False).protocol(),
-                                   cli.git_commit(), comparison_report.hardware())
+                                   cli.git_commit(), comparison_report.hardware(), cli.command_line())
     runs, notes = {}, {}
     for s in specs + eps_specs:
         if s.kind == "semantic_ids":

@@ -179,7 +179,7 @@ def _fmt_table(table: dict, cols: list[str]) -> str:
 
 
 def write_report(root: Path, specs: list[RunSpec], split: SplitData, protocol: dict,
-                 commit: str, env: dict) -> dict:
+                 commit: str, env: dict, command: str | None = None) -> dict:
     models = collect(specs, root, split.fingerprint)
     table = aggregate(models, "test")
     valid_table = aggregate(models, "valid")
@@ -189,7 +189,7 @@ def write_report(root: Path, specs: list[RunSpec], split: SplitData, protocol: d
     plots = _plots(root / "plots", models, table, split, sid)
     record = {
         "dataset": {"name": split.name, "fingerprint": split.fingerprint, **split.stats()},
-        "protocol": protocol, "git_commit": commit, "hardware": env,
+        "protocol": protocol, "git_commit": commit, "hardware": env, "command": command,
         "test": table, "valid": valid_table, "paired_test": test, "timing": timing,
         "semantic_ids": sid, "config_hashes": {m: sorted({r["config_hash"] for r in rec["runs"]})
                                                for m, rec in models.items()},
@@ -218,6 +218,7 @@ def _markdown(r: dict) -> str:
              f"= validation). Models selected on validation; test computed once.\n",
              f"Protocol: {json.dumps(p)}. **exclude_history = {p.get('exclude_history')}**. "
              f"Git commit `{r['git_commit']}`. Hardware: {r['hardware']}.\n",
+             *([f"Regenerate (reuses finished runs): `{r['command']}`\n"] if r.get("command") else []),
              "## Test — full ranking (mean ± std over seeds; best per column in bold)\n",
              _fmt_table(r["test"][FULL], TABLE_COLS), f"\n{AUC_NOTE}\n",
              "\n## Test — sampled-100 (secondary protocol; scorers only)\n",

@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,11 @@ def git_commit() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def command_line() -> str:
+    """How this process was started, as a shell line (`python scripts/x.py --flag value ...`)."""
+    return "python " + shlex.join(sys.argv)
 
 
 def run(main: Callable[[argparse.Namespace, Path | None], None], description: str,

@@ -65,6 +65,9 @@ def test_report_files_are_all_there(compared):
     assert record["test"]["full"]["sasrec"]["ndcg@10"][2] == 2            # two seeds aggregated
     assert record["paired_test"]["generative"] == "onerec" and record["paired_test"]["scorer"] == "sasrec"
     assert 0.0 <= record["paired_test"]["t_p_value"] <= 1.0
+    # the report names the command that regenerates it
+    assert record["command"].startswith("python ") and "scripts/compare.py --gin_file" in record["command"]
+    assert f"`{record['command']}`" in (out / "report.md").read_text()
 
 
 def test_markdown_numbers_equal_results_json(compared):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onerec.beam_search import BeamResult, constrained_beam_search
-from onerec.item_trunk import ItemTrunk, check_sizes, init_weights
+from onerec.item_trunk import ItemTrunk, check_sizes, init_weights, smoothed_nll
 from onerec.item_windows import WindowBatch
 from onerec.prefix_trie import PrefixTrie
 from onerec.vocab import PAD, SidVocab
@@ -148,7 +148,7 @@ class CausalSidGenerator(ItemTrunk):
         tokens = self.item_tokens[targets[keep]]                           # (P, L+1)
         nodes = self.item_nodes[targets[keep]]
         logits = self.head.teacher_forced(h[keep], tokens, self.code_emb.weight, nodes)
-        return sum(_smoothed_nll(lg, tokens[:, l] - int(self.vocab.offsets[l]), self.label_smoothing)
+        return sum(smoothed_nll(lg, tokens[:, l] - int(self.vocab.offsets[l]), self.label_smoothing)
                    for l, lg in enumerate(logits))
 
     # -- decoding ---------------------------------------------------------------------------
@@ -195,18 +195,6 @@ class _HeadDecoder:
     def reorder(self, index: torch.Tensor) -> None:
         self.acc = self.acc.index_select(0, index)
         self.node = self.node.index_select(0, index)
-
-
-def _smoothed_nll(logits: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
-    """Mean label-smoothed NLL where the smoothing mass is spread over the allowed (finite-logit)
-    codes only; logits (P, W) may hold -inf for codes the trie rules out."""
-    logp = torch.log_softmax(logits, -1)
-    nll = -logp.gather(1, target[:, None])[:, 0]
-    if eps == 0.0:
-        return nll.mean()
-    allowed = torch.isfinite(logits)
-    smooth = -logp.masked_fill(~allowed, 0.0).sum(-1) / allowed.sum(-1)
-    return ((1.0 - eps) * nll + eps * smooth).mean()
 
 
 def _prefix_nodes(trie: PrefixTrie, codes) -> torch.Tensor:

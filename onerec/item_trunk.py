@@ -130,3 +130,16 @@ def init_weights(m: nn.Module) -> None:
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             with torch.no_grad():
                 m.weight[m.padding_idx].zero_()
+
+
+def smoothed_nll(logits: torch.Tensor, target: torch.Tensor, eps: float, reduction: str = "mean") -> torch.Tensor:
+    """Label-smoothed NLL whose smoothing mass is spread over the allowed (finite-logit) columns
+    only; logits (P, W) may hold -inf for what cannot be the answer (codes a trie rules out, the
+    padding item, items absent at training time). reduction: 'mean' or 'sum' over the P rows."""
+    logp = torch.log_softmax(logits, -1)
+    nll = -logp.gather(1, target[:, None])[:, 0]
+    if eps > 0.0:
+        allowed = torch.isfinite(logits)
+        smooth = -logp.masked_fill(~allowed, 0.0).sum(-1) / allowed.sum(-1)
+        nll = (1.0 - eps) * nll + eps * smooth
+    return nll.sum() if reduction == "sum" else nll.mean()

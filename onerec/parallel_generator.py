@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from onerec.beam_search import BeamResult
-from onerec.item_trunk import ItemTrunk, check_sizes, init_weights
+from onerec.item_trunk import ItemTrunk, check_sizes, init_weights, smoothed_nll
 from onerec.item_windows import WindowBatch
 from onerec.vocab import SidVocab
 from retrieval.data.batch import HistoryBatch
@@ -152,19 +152,25 @@ class ParallelSidGenerator(ItemTrunk):
         """(N+1, d) every item's vector: the sum of its L+1 code embeddings (row 0: zeros)."""
         return F.embedding_bag(self.item_tokens, self.code_emb.weight, mode="sum", padding_idx=0)
 
-    def _catalogue_logits(self, h: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+    def _catalogue_logits(self, h: torch.Tensor, v: torch.Tensor | None = None,
+                          absent: torch.Tensor | None = None) -> torch.Tensor:
         """States (P, d) -> (P, N+1) cos(h, item vector) / τ (dot when τ = 0); column 0 -inf.
-        v: the item vectors when the caller already built them (decoding: once per call)."""
+        v: the item vectors when the caller already built them (decoding: once per call).
+        absent: (N+1,) bool columns also set to -inf (training: the cold-start new items)."""
         v = self.item_vectors() if v is None else v
         if self.temperature > 0:
             h, v = F.normalize(h, dim=-1) / self.temperature, F.normalize(v, dim=-1)
-        return _mask_padding((h @ v.T).float())
+        logits = _mask_padding((h @ v.T).float())
+        return logits if absent is None else logits.masked_fill(absent.to(logits.device), -torch.inf)
 
     def _catalogue_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the catalogue; positions are taken `loss_chunk` at a time and
-        recomputed in the backward pass, so memory holds one (loss_chunk, N+1) logit block."""
+        """Mean cross-entropy over the catalogue known at training time (the cold-start protocol's
+        new items did not exist yet: they are neither targets nor negatives); positions are taken
+        `loss_chunk` at a time and recomputed in the backward pass, so memory holds one
+        (loss_chunk, N+1) logit block."""
         if h.shape[0] <= self.loss_chunk:
-            return F.cross_entropy(self._catalogue_logits(h), targets, label_smoothing=self.label_smoothing)
+            return smoothed_nll(self._catalogue_logits(h, absent=self.new_items), targets,
+                                self.label_smoothing)
         total = h.new_zeros(())
         for s in range(0, h.shape[0], self.loss_chunk):
             total = total + checkpoint(self._chunk_loss_sum, h[s:s + self.loss_chunk],
@@ -172,8 +178,8 @@ class ParallelSidGenerator(ItemTrunk):
         return total / h.shape[0]
 
     def _chunk_loss_sum(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self._catalogue_logits(h), targets, reduction="sum",
-                               label_smoothing=self.label_smoothing)
+        return smoothed_nll(self._catalogue_logits(h, absent=self.new_items), targets,
+                            self.label_smoothing, reduction="sum")
 
     def item_scores(self, h: torch.Tensor, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """States (U, d) -> (U, N+1) the model's item scores; column 0 (padding) -inf. Objective

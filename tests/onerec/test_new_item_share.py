@@ -56,3 +56,35 @@ def test_the_new_item_share_caps_every_prefix_and_is_the_best_list_under_it(shar
         assert not new[res.items.numpy()].any()
     model.new_item_share = 1.0
     assert new[model.beam_search(HistoryBatch(torch.arange(4), hist, torch.zeros_like(hist))).items.numpy()].any()
+
+
+def _training_batch():
+    from onerec.item_windows import WindowBatch
+    items = torch.tensor([[0, 3, 9, 27], [5, 6, 7, 8]])
+    targets = torch.tensor([[0, 9, 27, 30], [6, 7, 8, 2]])
+    return WindowBatch(items, targets)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_new_items_are_no_negatives_in_training(smoothing):
+    """The cold-start protocol's new items did not exist when the model was trained: the catalogue
+    cross-entropy normalises over the other items only (and label smoothing stays finite)."""
+    sids = random_sids(60, levels=3, codebook_size=4, seed=3)
+    torch.manual_seed(0)
+    model = ParallelSidGenerator(sids, d_model=16, num_layers=1, num_heads=2, dropout=0.0, max_len=8,
+                                 label_smoothing=smoothing)
+    batch = _training_batch()
+    everything = model(batch)
+    new = np.zeros(61, dtype=bool)
+    new[[1, 4, 11, 12, 40, 50]] = True                     # none of them a target of the batch
+    model.set_new_items(new)
+    seen_only = model(batch)
+    h = model.encode(batch.items)
+    keep = batch.targets > 0
+    logits = model._catalogue_logits(h[keep])[:, ~new]      # the catalogue without the new items
+    target = torch.as_tensor(np.cumsum(~new) - 1)[batch.targets[keep]]
+    want = torch.nn.functional.cross_entropy(logits[:, 1:], target - 1, label_smoothing=smoothing)
+    assert torch.isfinite(seen_only) and torch.isfinite(everything)
+    assert torch.allclose(seen_only, want, atol=1e-5) and not torch.allclose(seen_only, everything)
+    seen_only.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

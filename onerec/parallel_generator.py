@@ -54,6 +54,10 @@ class ParallelSidGenerator(ItemTrunk):
     item of the input history. score_batch: users scored against the whole catalogue at once.
     loss_chunk: positions whose catalogue logits are held at once in training (objective 'items';
     larger batches are computed chunk by chunk and recomputed in the backward pass).
+    code_dropout: objective 'items', training only: each catalogue item's vector is built from a
+    random subset of its codes (each code kept with probability 1 - code_dropout, the sum rescaled),
+    so that no score can rest on one exact code combination and the codes must carry meaning one
+    by one, as a new item's codes have to (0 = off).
     new_item_share: ε of the cold-start protocol (docs/protocol.md §2.7), once `set_new_items` has
     marked the new items: every top-j of a returned list holds at most floor(ε·j) new items
     (0 = never a new item, 1 = no limit); an inference-time knob, not part of the checkpoint.
@@ -63,8 +67,11 @@ class ParallelSidGenerator(ItemTrunk):
                  ffn_mult: int = 4, dropout: float = 0.3, max_len: int = 50,
                  head_temperature: float = 0.07, label_smoothing: float = 0.0, beam_width: int = 50,
                  exclude_history: bool = True, score_batch: int = 128, objective: str = "items",
-                 loss_chunk: int = 4096, new_item_share: float = 1.0):
+                 loss_chunk: int = 4096, new_item_share: float = 1.0, code_dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= code_dropout < 1.0:
+            raise RecError(f"ParallelSidGenerator.code_dropout={code_dropout!r} must be in [0, 1)")
+        self.code_dropout = float(code_dropout)
         if isinstance(new_item_share, bool) or not isinstance(new_item_share, (int, float)) \
                 or not 0.0 <= new_item_share <= 1.0:
             raise RecError(f"ParallelSidGenerator.new_item_share={new_item_share!r} must be in [0, 1]")
@@ -101,6 +108,7 @@ class ParallelSidGenerator(ItemTrunk):
     def describe(self) -> dict:
         return {"kind": "parallel", **self.sizes, "max_len": self.max_len, "objective": self.objective,
                 "head_temperature": self.temperature, "label_smoothing": self.label_smoothing,
+                "code_dropout": self.code_dropout,
                 "vocab": {"levels": self.vocab.levels, "codebook_size": self.vocab.codebook_size,
                           "num_disambiguation": self.vocab.num_disambiguation},
                 "num_parameters": self.num_parameters()}
@@ -149,8 +157,14 @@ class ParallelSidGenerator(ItemTrunk):
 
     # -- decoding ---------------------------------------------------------------------------
     def item_vectors(self) -> torch.Tensor:
-        """(N+1, d) every item's vector: the sum of its L+1 code embeddings (row 0: zeros)."""
-        return F.embedding_bag(self.item_tokens, self.code_emb.weight, mode="sum", padding_idx=0)
+        """(N+1, d) every item's vector: the sum of its L+1 code embeddings (row 0: zeros); in
+        training with code_dropout, of a random subset of them, rescaled."""
+        weights = None
+        if self.training and self.code_dropout > 0:
+            keep = torch.rand(self.item_tokens.shape, device=self.item_tokens.device) >= self.code_dropout
+            weights = keep.to(self.code_emb.weight.dtype) / (1.0 - self.code_dropout)
+        return F.embedding_bag(self.item_tokens, self.code_emb.weight, mode="sum", padding_idx=0,
+                               per_sample_weights=weights)
 
     def _catalogue_logits(self, h: torch.Tensor, v: torch.Tensor | None = None,
                           absent: torch.Tensor | None = None) -> torch.Tensor:

@@ -88,3 +88,23 @@ def test_new_items_are_no_negatives_in_training(smoothing):
     assert torch.allclose(seen_only, want, atol=1e-5) and not torch.allclose(seen_only, everything)
     seen_only.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_code_dropout_builds_training_item_vectors_from_a_subset_of_codes():
+    sids = random_sids(40, levels=4, codebook_size=4, seed=1)
+    torch.manual_seed(0)
+    model = ParallelSidGenerator(sids, d_model=8, num_layers=1, num_heads=2, dropout=0.0, max_len=8,
+                                 code_dropout=0.5)
+    full = model.eval().item_vectors()
+    emb = model.code_emb.weight
+    assert torch.allclose(full[1:], emb[model.item_tokens[1:]].sum(1), atol=1e-6)   # eval: every code
+    model.train()
+    torch.manual_seed(3)
+    dropped = model.item_vectors()
+    torch.manual_seed(3)
+    keep = torch.rand(model.item_tokens.shape) >= 0.5
+    want = (emb[model.item_tokens] * keep[..., None]).sum(1) / 0.5
+    assert torch.allclose(dropped[1:], want[1:], atol=1e-5) and not torch.allclose(dropped, full)
+    assert model(_training_batch()).isfinite()
+    with pytest.raises(Exception, match="code_dropout"):
+        ParallelSidGenerator(sids, d_model=8, num_layers=1, num_heads=2, code_dropout=1.0)

@@ -13,7 +13,7 @@ CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglo
 @pytest.fixture(scope="module")
 def registered():
     for script in ("train_rqvae", "train_onerec", "train_sasrec", "train_cf", "evaluate_baseline", "compare",
-                   "recommend", "prepare_data"):
+                   "recommend", "prepare_data", "cold_start"):
         spec = importlib.util.spec_from_file_location(f"_cfg_{script}", ROOT / "scripts" / f"{script}.py")
         spec.loader.exec_module(importlib.util.module_from_spec(spec))  # registers configurables
 

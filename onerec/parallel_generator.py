@@ -174,8 +174,7 @@ class ParallelSidGenerator(ItemTrunk):
         v = self.item_vectors() if v is None else v
         if self.temperature > 0:
             h, v = F.normalize(h, dim=-1) / self.temperature, F.normalize(v, dim=-1)
-        logits = _mask_padding((h @ v.T).float())
-        return logits if absent is None else logits.masked_fill(absent.to(logits.device), -torch.inf)
+        return _mask_padding((h @ v.T).float(), absent)
 
     def _catalogue_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the catalogue known at training time (the cold-start protocol's
@@ -233,10 +232,13 @@ class ParallelSidGenerator(ItemTrunk):
 
 
 
-def _mask_padding(scores: torch.Tensor) -> torch.Tensor:
-    pad = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
-    pad[0] = True
-    return scores.masked_fill(pad, -torch.inf).contiguous()
+def _mask_padding(scores: torch.Tensor, absent: torch.Tensor | None = None) -> torch.Tensor:
+    """scores (B, N+1) with column 0 (padding), and the `absent` (N+1,) bool columns, set to -inf."""
+    cols = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)
+    cols[0] = True
+    if absent is not None:
+        cols |= absent.to(scores.device)
+    return scores.masked_fill(cols, -torch.inf).contiguous()
 
 
 class TopK(NamedTuple):

@@ -19,7 +19,6 @@ from pathlib import Path
 import gin
 
 from retrieval.compare import comparison, report as comparison_report
-from retrieval.compare.report import mean_std
 from retrieval.compare.comparison import RunSpec
 from retrieval.core import cli
 from retrieval.core.errors import RecError
@@ -71,7 +70,7 @@ def cold_start_rows(runs: dict[str, list[tuple]], split: SplitData) -> dict[str,
         subs = [subgroup_metrics(rd, model, split) for rd, model in pairs]
         row = {"users": subs[0]["users"]}
         for group, _ in GROUPS:
-            row[group] = {c: [*mean_std([s[group][c] for s in subs]), len(subs)] for c in COLUMNS}
+            row[group] = {c: [*comparison_report.mean_std([s[group][c] for s in subs]), len(subs)] for c in COLUMNS}
         out[label] = row
     return out
 
@@ -140,10 +139,7 @@ def run_cold_start(run_dir: Path) -> dict:
         if s.kind == "semantic_ids":
             continue
         rd = s.run_dir(run_dir)
-        res = read_json(rd / "results.json")
-        # a baseline run holds several models; any other run one, reported under the spec's name
-        for key in (res["models"] if s.kind == "baseline" else [res["model"]]):
-            label = key if s.kind == "baseline" else s.model
+        for label, key in comparison_report.labelled_models(s, read_json(rd / "results.json")):
             runs.setdefault(label, []).append((rd, key))
             if s.kind in TABLE_KINDS:
                 notes[label] = "no trained embedding for a new item: its row never had a positive"

@@ -49,6 +49,14 @@ def _read_run(rd: Path) -> dict:
     return res
 
 
+def labelled_models(spec: RunSpec, res: dict) -> list[tuple[str, str]]:
+    """[(report label, model key in the run's results.json)]: a baseline run holds several models,
+    each reported under its own name; any other run one, reported under the spec's model name."""
+    if spec.kind == "baseline":
+        return [(name, name) for name in res["models"]]
+    return [(spec.model, res["model"])]
+
+
 def collect(specs: list[RunSpec], root: Path, fingerprint: str | None = None) -> dict:
     """{model: {"kind", "runs": [per-seed record]}} for every evaluated model.
 
@@ -66,10 +74,7 @@ def collect(specs: list[RunSpec], root: Path, fingerprint: str | None = None) ->
             raise RecError(f"{rd / 'results.json'}: run on dataset split {got} but the comparison's "
                            f"Comparison.data_gin gives {fingerprint}; every config of the comparison "
                            "must include the same dataset config")
-        # a baseline run holds several models; any other run one, reported under the spec's name
-        names = list(res["models"]) if spec.kind == "baseline" else [res["model"]]
-        for name in names:
-            label = name if spec.kind == "baseline" else spec.model
+        for label, name in labelled_models(spec, res):
             rec = models.setdefault(label, {"kind": spec.kind, "runs": []})
             rec["runs"].append({
                 "seed": spec.seed, "run_dir": str(rd),

@@ -83,6 +83,10 @@ class Comparison:
         {'generative': ['OneRecTrainer.max_minutes = 10']}.
     jobs: how many runs execute at once (1 = one after another; on a GPU box with room for several
         small models, or a CPU box with cores to spare, more finish the comparison sooner).
+    references: {label: {metric: value}}: numbers not measured here (targets, published results)
+        that the report prints beside the measured ones, e.g. {'SASRec (paper)': {'ndcg@10': 0.18}};
+        metrics are test full-ranking keys of the report's tables (hr@10, ndcg@10, mrr, ...).
+    references_note: one paragraph under that table: where the numbers come from, what differs.
     """
 
     data_gin: str = gin.REQUIRED
@@ -95,8 +99,11 @@ class Comparison:
     extra_params: tuple = ()
     kind_params: dict = field(default_factory=dict)
     jobs: int = 1
+    references: dict = field(default_factory=dict)
+    references_note: str = ""
 
     def plan(self) -> list[RunSpec]:
+        check_references(self.references)
         if self.generative and not self.semantic_ids:
             raise RecError("Comparison.generative needs Comparison.semantic_ids (the gin files of "
                            "scripts/train_rqvae.py) to build the semantic IDs it reads")
@@ -131,6 +138,21 @@ class Comparison:
                 if not Path(f).is_file():
                     raise RecError(f"Comparison: gin file {f} (model {s.model!r}) not found")
         return specs
+
+
+def check_references(references: dict) -> None:
+    """Refuse a Comparison.references entry the report could not print: a metric its tables do not
+    have, or a value that is not a number."""
+    from retrieval.compare.report import METRICS
+    for label, numbers in references.items():
+        if not isinstance(numbers, dict) or not numbers:
+            raise RecError(f"Comparison.references[{label!r}] must be a non-empty {{metric: value}} dict")
+        for metric, value in numbers.items():
+            if metric not in METRICS:
+                raise RecError(f"Comparison.references[{label!r}]: unknown metric {metric!r}; "
+                               f"use one of {', '.join(METRICS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RecError(f"Comparison.references[{label!r}][{metric!r}] = {value!r} is not a number")
 
 
 def _run_one(spec: RunSpec, root: Path, sid_dirs: dict, tag: str, env: dict | None, log) -> float:

@@ -184,7 +184,11 @@ def _fmt_table(table: dict, cols: list[str]) -> str:
 
 
 def write_report(root: Path, specs: list[RunSpec], split: SplitData, protocol: dict,
-                 commit: str, env: dict, command: str | None = None) -> dict:
+                 commit: str, env: dict, command: str | None = None, references: dict | None = None,
+                 references_note: str = "") -> dict:
+    """Aggregate the finished runs of `specs` into root/results.json, report.md and plots/.
+    references: {label: {metric: value}} not measured here (targets, published numbers), printed
+    beside the best measured test value of each metric, with references_note under them."""
     models = collect(specs, root, split.fingerprint)
     table = aggregate(models, "test")
     valid_table = aggregate(models, "valid")
@@ -200,6 +204,7 @@ def write_report(root: Path, specs: list[RunSpec], split: SplitData, protocol: d
                                                for m, rec in models.items()},
         "runs": {m: [r["run_dir"] for r in rec["runs"]] for m, rec in models.items()},
         "plots": plots,
+        "references": {"numbers": dict(references or {}), "note": references_note},
     }
     write_json(root / "results.json", record)
     write_text(root / "report.md", _markdown(record))
@@ -229,6 +234,8 @@ def _markdown(r: dict) -> str:
              "\n## Test — sampled-100 (secondary protocol; scorers only)\n",
              _fmt_table(r["test"][SAMPLED], TABLE_COLS),
              "\n## Validation — full ranking\n", _fmt_table(r["valid"][FULL], TABLE_COLS)]
+    if r.get("references", {}).get("numbers"):
+        parts.append(_references_table(r["references"], r["test"][FULL]))
     t = r["paired_test"]
     parts.append("\n## Paired significance test (per-user test NDCG@10, full ranking)\n")
     if t is None:
@@ -256,6 +263,24 @@ def _markdown(r: dict) -> str:
                                                      for m, h in r["config_hashes"].items()) + "\n")
     # Markdown needs a blank line between a paragraph and the heading or table after it.
     return "".join(p if p.endswith("\n\n") else p + "\n" if p.endswith("\n") else p for p in parts)
+
+
+def _references_table(refs: dict, measured: dict) -> str:
+    """Reference numbers (not measured here) in rows, and the best measured test mean of each of
+    their metrics in the last row, named by its model."""
+    numbers = refs["numbers"]
+    cols = [c for c in METRICS if any(c in v for v in numbers.values())]
+    lines = ["\n## Reference numbers (not measured in this report; test, full ranking)\n",
+             "| reference | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for label, v in numbers.items():
+        lines.append(f"| {label} | " + " | ".join(f"{v[c]:.4g}" if c in v else "–" for c in cols) + " |")
+    cells = []
+    for c in cols:
+        have = {m: v[c][0] for m, v in measured.items() if c in v}
+        best = max(have, key=have.get) if have else None
+        cells.append(f"{have[best]:.4f} ({best})" if best else "–")
+    lines.append("| **best measured here** | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + (f"\n{refs['note']}\n" if refs.get("note") else "")
 
 
 def _plots(out: Path, models: dict, table: dict, split: SplitData, sid: list[dict]) -> list[str]:

@@ -21,7 +21,7 @@ def run_comparison(run_dir: Path) -> dict:
     split = load_split()
     record = comparison_report.write_report(
         run_dir, specs, split, Evaluator(progress=False).protocol(), cli.git_commit(),
-        comparison_report.hardware(), cli.command_line())
+        comparison_report.hardware(), cli.command_line(), comp.references, comp.references_note)
     t = record["test"]["full"]
     best = max(t, key=lambda m: t[m]["ndcg@10"][0]) if t else None
     print(f"report: {run_dir / 'report.md'}" + (f" (best test NDCG@10: {best} "

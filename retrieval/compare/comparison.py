@@ -85,7 +85,8 @@ class Comparison:
         small models, or a CPU box with cores to spare, more finish the comparison sooner).
     references: {label: {metric: value}}: numbers not measured here (targets, published results)
         that the report prints beside the measured ones, e.g. {'SASRec (paper)': {'ndcg@10': 0.18}};
-        metrics are test full-ranking keys of the report's tables (hr@10, ndcg@10, mrr, ...).
+        metrics are test full-ranking keys of the report's tables (hr@10, ndcg@10, mrr, ...); an
+        optional 'model': <compared model> puts that model's measured numbers under the reference.
     references_note: one paragraph under that table: where the numbers come from, what differs.
     """
 
@@ -148,6 +149,11 @@ def check_references(references: dict) -> None:
         if not isinstance(numbers, dict) or not numbers:
             raise RecError(f"Comparison.references[{label!r}] must be a non-empty {{metric: value}} dict")
         for metric, value in numbers.items():
+            if metric == "model":
+                if not isinstance(value, str):
+                    raise RecError(f"Comparison.references[{label!r}]['model'] = {value!r} must be the "
+                                   "name of a compared model")
+                continue
             if metric not in METRICS:
                 raise RecError(f"Comparison.references[{label!r}]: unknown metric {metric!r}; "
                                f"use one of {', '.join(METRICS)}")

@@ -266,14 +266,19 @@ def _markdown(r: dict) -> str:
 
 
 def _references_table(refs: dict, measured: dict) -> str:
-    """Reference numbers (not measured here) in rows, and the best measured test mean of each of
-    their metrics in the last row, named by its model."""
+    """Reference numbers (not measured here) in rows, each followed by the measured test means of
+    the model it names (if it names one), and the best measured test mean of each metric in the last
+    row, named by its model."""
     numbers = refs["numbers"]
     cols = [c for c in METRICS if any(c in v for v in numbers.values())]
     lines = ["\n## Reference numbers (not measured in this report; test, full ranking)\n",
              "| reference | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for label, v in numbers.items():
         lines.append(f"| {label} | " + " | ".join(f"{v[c]:.4g}" if c in v else "–" for c in cols) + " |")
+        if "model" in v:     # the compared model this reference stands for, measured here
+            got = measured.get(v["model"], {})
+            lines.append(f"| ↳ measured here: {v['model']} | " + " | ".join(
+                f"{got[c][0]:.4f}" if c in v and c in got else "–" for c in cols) + " |")
     cells = []
     for c in cols:
         have = {m: v[c][0] for m, v in measured.items() if c in v}

@@ -47,7 +47,7 @@ def compared(tmp_path_factory):
         f"Comparison.generative = {{'onerec': ['{onerec}']}}",
         f"Comparison.scorers = {{'sasrec': ['{sasrec}']}}",
         f"Comparison.baselines = ['{baseline}']", "Comparison.jobs = 2",
-        "Comparison.references = {'a paper': {'ndcg@10': 0.5, 'hr@10': 0.75}, 'a target': {'mrr': 0.1}}",
+        "Comparison.references = {'a paper': {'ndcg@10': 0.5, 'hr@10': 0.75, 'model': 'sasrec'}, 'a target': {'mrr': 0.1}}",
         "Comparison.references_note = 'Published on another split.'"])
     proc = _script("compare.py", ["--gin_file", compare, "--run_dir", str(out)], cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -101,17 +101,20 @@ def test_markdown_numbers_equal_results_json(compared):
 def test_reference_numbers_stand_beside_the_best_measured(compared):
     out = compared["out"]
     record = json.loads((out / "results.json").read_text())
-    assert record["references"] == {"numbers": {"a paper": {"ndcg@10": 0.5, "hr@10": 0.75},
+    assert record["references"] == {"numbers": {"a paper": {"ndcg@10": 0.5, "hr@10": 0.75, "model": "sasrec"},
                                                 "a target": {"mrr": 0.1}},
                                     "note": "Published on another split."}
     md = (out / "report.md").read_text()
     section = md.split("## Reference numbers", 1)[1].split("\n## ")[0]
     rows = [ln for ln in section.splitlines() if ln.startswith("|")]
     assert rows[0] == "| reference | hr@10 | ndcg@10 | mrr |"
-    assert rows[2] == "| a paper | 0.75 | 0.5 | – |" and rows[3] == "| a target | – | – | 0.1 |"
     full = record["test"]["full"]
+    assert rows[2] == "| a paper | 0.75 | 0.5 | – |"
+    assert rows[3] == (f"| ↳ measured here: sasrec | {full['sasrec']['hr@10'][0]:.4f} | "
+                       f"{full['sasrec']['ndcg@10'][0]:.4f} | – |")
+    assert rows[4] == "| a target | – | – | 0.1 |"
     best = max(full, key=lambda m: full[m]["ndcg@10"][0])
-    assert f"{full[best]['ndcg@10'][0]:.4f} ({best})" in rows[4].split("|")[3]
+    assert f"{full[best]['ndcg@10'][0]:.4f} ({best})" in rows[5].split("|")[3]
     assert "Published on another split." in section
 
 

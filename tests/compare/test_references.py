@@ -11,6 +11,7 @@ from retrieval.core.errors import RecError
     ({"paper": {"ndcg@11": 0.1}}, r"Comparison.references\['paper'\]: unknown metric 'ndcg@11'"),
     ({"paper": {"ndcg@10": "0.1"}}, r"\['ndcg@10'\] = '0.1' is not a number"),
     ({"paper": {}}, r"must be a non-empty"),
+    ({"paper": {"ndcg@10": 0.1, "model": 3}}, r"\['model'\] = 3 must be the name of a compared model"),
 ])
 def test_a_bad_reference_is_refused_before_any_run(refs, message):
     comp = Comparison(data_gin="configs/synthetic/data.gin", references=refs)

@@ -21,6 +21,7 @@ import gin
 
 from retrieval.core.checkpoints import LAST
 from retrieval.core.errors import RecError
+from retrieval.evaluation.metrics import metric_names
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -144,7 +145,7 @@ class Comparison:
 def check_references(references: dict) -> None:
     """Refuse a Comparison.references entry the report could not print: a metric its tables do not
     have, or a value that is not a number."""
-    from retrieval.compare.report import METRICS
+    metrics = metric_names(auc=True)
     for label, numbers in references.items():
         if not isinstance(numbers, dict) or not numbers:
             raise RecError(f"Comparison.references[{label!r}] must be a non-empty {{metric: value}} dict")
@@ -154,9 +155,9 @@ def check_references(references: dict) -> None:
                     raise RecError(f"Comparison.references[{label!r}]['model'] = {value!r} must be the "
                                    "name of a compared model")
                 continue
-            if metric not in METRICS:
+            if metric not in metrics:
                 raise RecError(f"Comparison.references[{label!r}]: unknown metric {metric!r}; "
-                               f"use one of {', '.join(METRICS)}")
+                               f"use one of {', '.join(metrics)}")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise RecError(f"Comparison.references[{label!r}][{metric!r}] = {value!r} is not a number")
 

@@ -16,13 +16,13 @@ import numpy as np
 from retrieval.compare.comparison import RunSpec
 from retrieval.data.types import SplitData
 from retrieval.evaluation.evaluator import FULL, SAMPLED
-from retrieval.evaluation.metrics import DEFAULT_KS, per_user_metric
+from retrieval.evaluation.metrics import metric_names, per_user_metric
 from retrieval.core.errors import RecError
 from retrieval.core.io import read_json, write_json, write_text
 from retrieval.evaluation.report import load_result
 from retrieval.evaluation.schema import validate_results
 
-METRICS = [f"{m}@{k}" for k in DEFAULT_KS for m in ("hr", "ndcg", "mrr")] + ["mrr", "auc", "gauc"]
+METRICS = metric_names(auc=True)
 TABLE_COLS = ["hr@5", "ndcg@5", "hr@10", "ndcg@10", "mrr@10", "hr@20", "ndcg@20", "hr@50",
               "ndcg@50", "mrr", "auc", "gauc"]
 AUC_NOTE = ("AUC = mean over users of 1 - (rank - 1) / (C - 1), rank the target's 1-based pessimistic "

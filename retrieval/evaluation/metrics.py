@@ -36,9 +36,10 @@ def per_user_metric(ranks: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"unknown metric {name!r}")
 
 
-def metric_names(ks=DEFAULT_KS, full_mrr: bool = True) -> list[str]:
+def metric_names(ks=DEFAULT_KS, full_mrr: bool = True, auc: bool = False) -> list[str]:
+    """hr/ndcg/mrr at each k, then the full MRR and (auc=True) the per-user AUC and GAUC."""
     names = [f"{m}@{k}" for k in ks for m in ("hr", "ndcg", "mrr")]
-    return names + (["mrr"] if full_mrr else [])
+    return names + (["mrr"] if full_mrr else []) + (["auc", "gauc"] if auc else [])
 
 
 def per_user_auc(ranks: np.ndarray, num_candidates: np.ndarray,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -202,11 +203,17 @@ def execute(specs: list[RunSpec], root: Path, log=print, jobs: int = 1) -> dict[
         return {s: _run_one(s, root, sid_dirs, tags[s], None, log) for s in specs}
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    lock = threading.Lock()
+
+    def locked_log(msg: str) -> None:   # one whole line at a time from the worker threads
+        with lock:
+            log(msg)
+
     seconds: dict[RunSpec, float] = {}
     waves = [[s for s in specs if s.kind == "semantic_ids"], [s for s in specs if s.kind != "semantic_ids"]]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for wave in waves:
-            futures = {pool.submit(_run_one, s, root, sid_dirs, tags[s], env, log): s for s in wave}
+            futures = {pool.submit(_run_one, s, root, sid_dirs, tags[s], env, locked_log): s for s in wave}
             errors = []
             for fut in as_completed(futures):
                 try:
